@@ -1,0 +1,200 @@
+/**
+ * Typed handles over the native library: {@link Trainer}, {@link Loader},
+ * {@link Batch}, plus free functions. Each handle owns one native object
+ * and frees it in `close()` (or at the end of a `using` block).
+ *
+ * ```ts
+ * using loader = await Loader.create({ dataDir: "data", split: "train", batchSize: 64, imageSize: 32, augment: true });
+ * loader.startEpoch(0);
+ * for (let b = await loader.next(); b; b = await loader.next()) b.close();
+ * ```
+ *
+ * @module
+ */
+import { check, native, readText, utf8 } from "./lib.ts";
+import { METRICS } from "./symbols.ts";
+
+/** What the native library reports about itself and libtorch. */
+export interface VersionInfo {
+  selfsup: string;
+  libtorch: string;
+  cuda: boolean;
+  cudaDevices: number;
+  threads: number;
+}
+
+export function version(): VersionInfo {
+  return JSON.parse(readText((b, c) => native().selfsup_version(b, c)));
+}
+
+/** Writes the built-in demo data set (an ImageFolder) to `path`, which must not exist. */
+export async function writeDemoDataset(
+  path: string,
+  opts: { seed?: number; trainPerClass?: number; testPerClass?: number; size?: number } = {},
+): Promise<void> {
+  const p = utf8(path);
+  check(
+    await native().selfsup_demo_dataset(
+      p,
+      BigInt(p.length),
+      BigInt(opts.seed ?? 0),
+      opts.trainPerClass ?? 300,
+      opts.testPerClass ?? 100,
+      opts.size ?? 32,
+    ),
+  );
+}
+
+/** Classes (sorted folder names) and image count of an ImageFolder split. */
+export function scanFolder(path: string): { classes: string[]; samples: number } {
+  const p = utf8(path);
+  return JSON.parse(readText((b, c) => native().selfsup_scan_folder(p, BigInt(p.length), b, c)));
+}
+
+abstract class Handle {
+  #id: number;
+  protected constructor(id: number) {
+    this.#id = id;
+  }
+  /** The native id; throws once closed. */
+  get id(): number {
+    if (this.#id === 0) throw new Error(`${this.constructor.name} is closed`);
+    return this.#id;
+  }
+  get closed(): boolean {
+    return this.#id === 0;
+  }
+  /** Marks the handle as consumed by a native call that took ownership. */
+  protected release(): number {
+    const id = this.id;
+    this.#id = 0;
+    return id;
+  }
+  close(): void {
+    if (this.#id !== 0) native().selfsup_free(BigInt(this.release()));
+  }
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}
+
+/** One batch in native memory, consumed by a training or evaluation step. */
+export class Batch extends Handle {
+  constructor(id: number) {
+    super(id);
+  }
+  /** @internal hands the id to a consuming native call. */
+  take(): number {
+    return this.release();
+  }
+}
+
+/** Settings of a loader; see native/src/data/loader.rs. */
+export interface LoaderConfig {
+  dataDir: string;
+  split: "train" | "test" | "valid";
+  batchSize: number;
+  imageSize: number;
+  augment: boolean;
+  workers?: number;
+  seed?: number;
+  shuffle?: boolean;
+  dropLast?: boolean;
+  rank?: number;
+  worldSize?: number;
+  colorJitterStrength?: number;
+  prefetch?: number;
+}
+
+/** Batches of an ImageFolder split, made by native worker threads. */
+export class Loader extends Handle {
+  static async create(config: LoaderConfig): Promise<Loader> {
+    const j = utf8(JSON.stringify(config));
+    return new Loader(check(await native().selfsup_loader_new(j, BigInt(j.length))));
+  }
+  /** Batches per epoch on this replica. */
+  get length(): number {
+    return check(native().selfsup_loader_len(BigInt(this.id)));
+  }
+  startEpoch(epoch: number): void {
+    check(native().selfsup_loader_start_epoch(BigInt(this.id), BigInt(epoch)));
+  }
+  /** The next batch, or null at the end of the epoch. */
+  async next(): Promise<Batch | null> {
+    const id = check(await native().selfsup_loader_next(BigInt(this.id)));
+    return id === 0 ? null : new Batch(id);
+  }
+}
+
+/** Metrics of one step (means over its batch). */
+export interface StepMetrics {
+  loss: number;
+  sslLoss: number;
+  linearLoss: number;
+  top1: number;
+  top5: number;
+  samples: number;
+}
+
+function metricsOf(m: Float64Array): StepMetrics {
+  return { loss: m[0], sslLoss: m[1], linearLoss: m[2], top1: m[3], top5: m[4], samples: m[5] };
+}
+
+/** Settings of a trainer; see native/src/trainer.rs and simclr.rs. */
+export interface TrainerConfig {
+  method?: "simclr";
+  device?: "cpu" | "cuda";
+  threads?: number;
+  arch: string;
+  smallStem?: boolean;
+  representationSize: number;
+  headLatentSize: number;
+  nceSize: number;
+  nceTemperature: number;
+  numClasses: number;
+  optimizer: string;
+  weightDecay: number;
+  clip?: number;
+  seed?: number;
+}
+
+/** A model and its optimizer, owned by one native thread. */
+export class Trainer extends Handle {
+  static async create(config: TrainerConfig): Promise<Trainer> {
+    const j = utf8(JSON.stringify(config));
+    return new Trainer(check(await native().selfsup_trainer_new(j, BigInt(j.length))));
+  }
+
+  /** One optimisation step on `batch` (consumed) at learning rate `lr`. */
+  async trainStep(batch: Batch, lr: number): Promise<StepMetrics> {
+    const m = new Float64Array(METRICS);
+    check(await native().selfsup_trainer_train_step(BigInt(this.id), BigInt(batch.take()), lr, m));
+    return metricsOf(m);
+  }
+
+  /** Loss and classifier metrics of a test batch (consumed), no update. */
+  async evalStep(batch: Batch): Promise<StepMetrics> {
+    const m = new Float64Array(METRICS);
+    check(await native().selfsup_trainer_eval_step(BigInt(this.id), BigInt(batch.take()), m));
+    return metricsOf(m);
+  }
+
+  /** Every parameter and buffer, by name, as safetensors. */
+  async saveWeights(path: string): Promise<void> {
+    const p = utf8(path);
+    check(await native().selfsup_trainer_save_weights(BigInt(this.id), p, BigInt(p.length)));
+  }
+
+  async loadWeights(path: string): Promise<void> {
+    const p = utf8(path);
+    check(await native().selfsup_trainer_load_weights(BigInt(this.id), p, BigInt(p.length)));
+  }
+
+  /** Loss and gradients for the views in `input` (safetensors: view1, view2, labels) into `output`. */
+  async debugGradients(input: string, output: string): Promise<void> {
+    const i = utf8(input), o = utf8(output);
+    check(
+      await native().selfsup_trainer_debug_gradients(BigInt(this.id), i, BigInt(i.length), o, BigInt(o.length)),
+    );
+  }
+}

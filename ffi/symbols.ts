@@ -1,0 +1,52 @@
+/**
+ * Every native symbol selfsup uses, declared once. The C side is
+ * native/src/ffi.rs. Convention: an `i64` result `>= 0` is the value
+ * (handle id, length, count), `< 0` is `-id` of an error whose message
+ * `selfsup_last_error` returns. Strings are (UTF-8 bytes, byte length).
+ * Long calls are `nonblocking` so signals and timers keep running.
+ *
+ * @module
+ */
+export const symbols = {
+  /** (error id or 0 for the newest, out buffer, capacity) → message length, -1 if none */
+  selfsup_last_error: { parameters: ["i64", "buffer", "usize"], result: "i64" },
+  /** (out buffer, capacity) → length of a JSON object {selfsup, libtorch, cuda, cudaDevices, threads} */
+  selfsup_version: { parameters: ["buffer", "usize"], result: "i64" },
+  /** (path, path length, seed, train images per class, test images per class, image size) → 0 */
+  selfsup_demo_dataset: {
+    parameters: ["buffer", "usize", "u64", "u32", "u32", "u32"],
+    result: "i64",
+    nonblocking: true,
+  },
+  /** (path, path length, out buffer, capacity) → length of JSON {classes, samples} */
+  selfsup_scan_folder: { parameters: ["buffer", "usize", "buffer", "usize"], result: "i64" },
+  /** (JSON settings, length) → loader id */
+  selfsup_loader_new: { parameters: ["buffer", "usize"], result: "i64", nonblocking: true },
+  /** (loader id) → batches per epoch of this replica */
+  selfsup_loader_len: { parameters: ["i64"], result: "i64" },
+  /** (loader id, epoch) → 0 */
+  selfsup_loader_start_epoch: { parameters: ["i64", "u64"], result: "i64" },
+  /** (loader id) → batch id, or 0 at the end of the epoch */
+  selfsup_loader_next: { parameters: ["i64"], result: "i64", nonblocking: true },
+  /** (any id) → 1 if something was freed, else 0 */
+  selfsup_free: { parameters: ["i64"], result: "i64" },
+  /** (JSON settings, length) → trainer id */
+  selfsup_trainer_new: { parameters: ["buffer", "usize"], result: "i64", nonblocking: true },
+  /** (trainer id, batch id (consumed), learning rate, out Float64Array[6]) → 0 */
+  selfsup_trainer_train_step: { parameters: ["i64", "i64", "f64", "buffer"], result: "i64", nonblocking: true },
+  /** (trainer id, batch id (consumed), out Float64Array[6]) → 0 */
+  selfsup_trainer_eval_step: { parameters: ["i64", "i64", "buffer"], result: "i64", nonblocking: true },
+  /** (trainer id, path, path length) → 0: every parameter and buffer as safetensors */
+  selfsup_trainer_save_weights: { parameters: ["i64", "buffer", "usize"], result: "i64", nonblocking: true },
+  /** (trainer id, path, path length) → 0 */
+  selfsup_trainer_load_weights: { parameters: ["i64", "buffer", "usize"], result: "i64", nonblocking: true },
+  /** (trainer id, input path, length, output path, length) → 0: loss and gradients, no update */
+  selfsup_trainer_debug_gradients: {
+    parameters: ["i64", "buffer", "usize", "buffer", "usize"],
+    result: "i64",
+    nonblocking: true,
+  },
+} as const satisfies Deno.ForeignLibraryInterface;
+
+/** Length of the metrics a step fills: loss, ssl loss, linear loss, top-1, top-5, samples. */
+export const METRICS = 6;

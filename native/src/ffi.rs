@@ -1,0 +1,254 @@
+//! The C ABI that Deno loads (ffi/symbols.ts lists the same functions).
+//!
+//! Objects live in a registry and cross the boundary as integer ids: a
+//! stale or wrong id is an error message, never a dangling pointer.
+//! Conventions are in status.rs: `i64` results, `< 0` is an error id.
+use crate::data::demo::{write_demo_dataset, DemoSpec};
+use crate::data::imagefolder::ImageFolder;
+use crate::data::loader::{Batch, Loader};
+use crate::status::{guard, take_message};
+use crate::thread::Owner;
+use crate::trainer::{self, State, TrainerConfig, METRICS};
+use anyhow::{anyhow, bail, Context, Result};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+
+enum Object {
+    Trainer(Arc<Owner<State>>),
+    Loader(Arc<Mutex<Loader>>),
+    Batch(Box<Batch>),
+}
+
+static NEXT_ID: AtomicI64 = AtomicI64::new(1);
+static OBJECTS: Mutex<Option<HashMap<i64, Object>>> = Mutex::new(None);
+
+fn with_objects<R>(f: impl FnOnce(&mut HashMap<i64, Object>) -> R) -> R {
+    let mut guard = OBJECTS.lock().unwrap_or_else(|p| p.into_inner());
+    f(guard.get_or_insert_with(HashMap::new))
+}
+
+fn insert(obj: Object) -> i64 {
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    with_objects(|m| m.insert(id, obj));
+    id
+}
+
+fn trainer(id: i64) -> Result<Arc<Owner<State>>> {
+    with_objects(|m| match m.get(&id) {
+        Some(Object::Trainer(t)) => Ok(t.clone()),
+        _ => Err(anyhow!("no trainer with handle {id} (closed already?)")),
+    })
+}
+
+fn loader(id: i64) -> Result<Arc<Mutex<Loader>>> {
+    with_objects(|m| match m.get(&id) {
+        Some(Object::Loader(l)) => Ok(l.clone()),
+        _ => Err(anyhow!("no loader with handle {id} (closed already?)")),
+    })
+}
+
+fn take_batch(id: i64) -> Result<Batch> {
+    with_objects(|m| match m.remove(&id) {
+        Some(Object::Batch(b)) => Ok(*b),
+        Some(other) => {
+            m.insert(id, other);
+            Err(anyhow!("handle {id} is not a batch"))
+        }
+        None => Err(anyhow!("no batch with handle {id} (used or freed already?)")),
+    })
+}
+
+/// Borrows `len` bytes at `ptr` as UTF-8.
+unsafe fn text<'a>(ptr: *const u8, len: usize) -> Result<&'a str> {
+    if ptr.is_null() {
+        bail!("null string argument");
+    }
+    std::str::from_utf8(std::slice::from_raw_parts(ptr, len)).context("argument is not UTF-8")
+}
+
+unsafe fn json<T: serde::de::DeserializeOwned>(ptr: *const u8, len: usize, what: &str) -> Result<T> {
+    serde_json::from_str(text(ptr, len)?).map_err(|e| anyhow!("invalid {what} settings: {e}"))
+}
+
+/// Copies `s` into `buf` (truncated to `cap`); returns the full length.
+unsafe fn write_text(s: &str, buf: *mut u8, cap: usize) -> i64 {
+    if !buf.is_null() {
+        let n = s.len().min(cap);
+        std::ptr::copy_nonoverlapping(s.as_ptr(), buf, n);
+    }
+    s.len() as i64
+}
+
+unsafe fn write_metrics(m: &[f64; METRICS], out: *mut f64) -> Result<()> {
+    if out.is_null() {
+        bail!("null metrics buffer");
+    }
+    std::ptr::copy_nonoverlapping(m.as_ptr(), out, METRICS);
+    Ok(())
+}
+
+/// The message of error `id` (0: the newest), copied into `buf`; returns
+/// its length, or -1 when there is no such message.
+#[no_mangle]
+pub unsafe extern "C" fn selfsup_last_error(id: i64, buf: *mut u8, cap: usize) -> i64 {
+    match take_message(id) {
+        Some(msg) => write_text(&msg, buf, cap),
+        None => -1,
+    }
+}
+
+/// JSON {selfsup, libtorch, cuda, cudaDevices, threads} into `buf`.
+#[no_mangle]
+pub unsafe extern "C" fn selfsup_version(buf: *mut u8, cap: usize) -> i64 {
+    guard(|| {
+        let v = serde_json::json!({
+            "selfsup": env!("CARGO_PKG_VERSION"),
+            "libtorch": crate::torch_version(),
+            "cuda": tch::Cuda::is_available(),
+            "cudaDevices": tch::Cuda::device_count(),
+            "threads": tch::get_num_threads(),
+        });
+        Ok(write_text(&v.to_string(), buf, cap))
+    })
+}
+
+/// Writes the built-in demo data set to `path` (which must not exist).
+#[no_mangle]
+pub unsafe extern "C" fn selfsup_demo_dataset(
+    path: *const u8,
+    path_len: usize,
+    seed: u64,
+    train_per_class: u32,
+    test_per_class: u32,
+    size: u32,
+) -> i64 {
+    guard(|| {
+        let root = PathBuf::from(text(path, path_len)?);
+        let spec = DemoSpec { seed, train_per_class: train_per_class as usize, test_per_class: test_per_class as usize, size };
+        write_demo_dataset(&root, &spec)?;
+        Ok(0)
+    })
+}
+
+/// JSON {classes, samples} of the ImageFolder at `path`, into `buf`.
+#[no_mangle]
+pub unsafe extern "C" fn selfsup_scan_folder(path: *const u8, path_len: usize, buf: *mut u8, cap: usize) -> i64 {
+    guard(|| {
+        let f = ImageFolder::scan(&PathBuf::from(text(path, path_len)?))?;
+        let v = serde_json::json!({ "classes": f.classes, "samples": f.samples.len() });
+        Ok(write_text(&v.to_string(), buf, cap))
+    })
+}
+
+/// A loader from JSON settings (data/loader.rs LoaderConfig); returns its id.
+#[no_mangle]
+pub unsafe extern "C" fn selfsup_loader_new(cfg: *const u8, len: usize) -> i64 {
+    guard(|| Ok(insert(Object::Loader(Arc::new(Mutex::new(Loader::new(json(cfg, len, "loader")?)?))))))
+}
+
+/// Batches per epoch of this replica.
+#[no_mangle]
+pub extern "C" fn selfsup_loader_len(id: i64) -> i64 {
+    guard(|| Ok(loader(id)?.lock().map_err(|_| anyhow!("loader poisoned"))?.batches_per_epoch() as i64))
+}
+
+#[no_mangle]
+pub extern "C" fn selfsup_loader_start_epoch(id: i64, epoch: u64) -> i64 {
+    guard(|| {
+        loader(id)?.lock().map_err(|_| anyhow!("loader poisoned"))?.start_epoch(epoch)?;
+        Ok(0)
+    })
+}
+
+/// The next batch's id, or 0 at the end of the epoch. Blocks until ready.
+#[no_mangle]
+pub extern "C" fn selfsup_loader_next(id: i64) -> i64 {
+    guard(|| {
+        let l = loader(id)?;
+        let next = l.lock().map_err(|_| anyhow!("loader poisoned"))?.next()?;
+        Ok(next.map_or(0, |b| insert(Object::Batch(Box::new(b)))))
+    })
+}
+
+/// Frees a loader, trainer or unused batch.
+#[no_mangle]
+pub extern "C" fn selfsup_free(id: i64) -> i64 {
+    guard(|| {
+        // Dropped outside the registry lock: a trainer joins its thread.
+        let obj = with_objects(|m| m.remove(&id));
+        Ok(obj.map_or(0, |o| {
+            drop(o);
+            1
+        }))
+    })
+}
+
+/// A trainer from JSON settings (trainer.rs TrainerConfig); returns its id.
+#[no_mangle]
+pub unsafe extern "C" fn selfsup_trainer_new(cfg: *const u8, len: usize) -> i64 {
+    guard(|| {
+        let cfg: TrainerConfig = json(cfg, len, "trainer")?;
+        Ok(insert(Object::Trainer(Arc::new(trainer::spawn(cfg)?))))
+    })
+}
+
+/// One training step on batch `batch` (consumed) at learning rate `lr`;
+/// fills `metrics` (METRICS f64s).
+#[no_mangle]
+pub unsafe extern "C" fn selfsup_trainer_train_step(id: i64, batch: i64, lr: f64, metrics: *mut f64) -> i64 {
+    guard(|| {
+        let t = trainer(id)?;
+        let b = take_batch(batch)?;
+        let m = t.call(move |s| s.train_step(b, lr))?;
+        write_metrics(&m, metrics)?;
+        Ok(0)
+    })
+}
+
+/// Evaluation of a test batch (consumed); fills `metrics`.
+#[no_mangle]
+pub unsafe extern "C" fn selfsup_trainer_eval_step(id: i64, batch: i64, metrics: *mut f64) -> i64 {
+    guard(|| {
+        let t = trainer(id)?;
+        let b = take_batch(batch)?;
+        let m = t.call(move |s| s.eval_step(b))?;
+        write_metrics(&m, metrics)?;
+        Ok(0)
+    })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn selfsup_trainer_save_weights(id: i64, path: *const u8, len: usize) -> i64 {
+    guard(|| {
+        let p = PathBuf::from(text(path, len)?);
+        trainer(id)?.call(move |s| s.save_weights(&p))?;
+        Ok(0)
+    })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn selfsup_trainer_load_weights(id: i64, path: *const u8, len: usize) -> i64 {
+    guard(|| {
+        let p = PathBuf::from(text(path, len)?);
+        trainer(id)?.call(move |s| s.load_weights(&p))?;
+        Ok(0)
+    })
+}
+
+/// Parity tests: gradients for the views in `input` written to `output`.
+#[no_mangle]
+pub unsafe extern "C" fn selfsup_trainer_debug_gradients(
+    id: i64,
+    input: *const u8,
+    input_len: usize,
+    output: *const u8,
+    output_len: usize,
+) -> i64 {
+    guard(|| {
+        let (i, o) = (PathBuf::from(text(input, input_len)?), PathBuf::from(text(output, output_len)?));
+        trainer(id)?.call(move |s| s.debug_gradients(&i, &o))?;
+        Ok(0)
+    })
+}

@@ -1,0 +1,22 @@
+//! selfsup's native core: self-supervised training (SimCLR) on libtorch
+//! through tch, loaded by the Deno front end over a plain C ABI (ffi.rs).
+pub mod augment;
+pub mod data;
+pub mod ffi;
+pub mod losses;
+pub mod nn;
+pub mod optim;
+pub mod simclr;
+pub mod status;
+pub mod thread;
+pub mod trainer;
+
+extern "C" {
+    fn selfsup_shim_torch_version() -> *const std::os::raw::c_char;
+}
+
+/// The libtorch version this library was built against (torch/version.h).
+pub fn torch_version() -> String {
+    // SAFETY: the shim returns a pointer to a static NUL-terminated string.
+    unsafe { std::ffi::CStr::from_ptr(selfsup_shim_torch_version()) }.to_string_lossy().into_owned()
+}

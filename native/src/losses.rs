@@ -1,0 +1,67 @@
+//! Self-supervised losses.
+use anyhow::Result;
+use tch::{Kind, Reduction, Tensor};
+
+/// Large negative logit that removes a sample's similarity with itself,
+/// as in SimCLR's reference code (LARGE_NUM).
+const LARGE_NUM: f64 = 1e9;
+
+/// Rows scaled to unit L2 norm: x · rsqrt(max(Σx², 1e-12)), the
+/// reference's form (it differs from F.normalize only below 1e-6).
+pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
+    let ss = x.f_pow_tensor_scalar(2)?.f_sum_dim_intlist(-1, true, Kind::Float)?;
+    Ok(x * ss.f_clamp_min(1e-12)?.f_rsqrt()?)
+}
+
+/// The views of every replica, concatenated in rank order, and where this
+/// replica's rows start in them.
+pub struct Gathered<'a> {
+    pub z1_all: &'a Tensor,
+    pub z2_all: &'a Tensor,
+    pub offset: i64,
+}
+
+/// NT-Xent (SimCLR, Chen et al. 2020, eq. 1) in the reference programs'
+/// form: for anchors of view 1, the positive is the same image's view 2
+/// and the negatives are every other image of both views (across
+/// replicas when `gathered` is given); the same with the views swapped;
+/// returns mean(loss_a + loss_b), ≈ 2·log(2N−1) at chance.
+pub fn nt_xent(z1: &Tensor, z2: &Tensor, gathered: Option<Gathered>, temperature: f64) -> Result<Tensor> {
+    let e1 = l2_normalize(z1)?;
+    let e2 = l2_normalize(z2)?;
+    let b = e1.size()[0];
+    let (e1_all, e2_all, offset) = match gathered {
+        Some(g) => (l2_normalize(g.z1_all)?, l2_normalize(g.z2_all)?, g.offset),
+        None => (e1.shallow_clone(), e2.shallow_clone(), 0),
+    };
+    let n = e1_all.size()[0];
+    let labels = Tensor::f_arange(b, (Kind::Int64, e1.device()))?.f_add_scalar(offset)?;
+    let masks = labels.f_one_hot(n)?.f_to_kind(e1.kind())?;
+    let sim = |a: &Tensor, c: &Tensor| -> Result<Tensor> { Ok(a.f_matmul(&c.f_transpose(0, 1)?)?.f_div_scalar(temperature)?) };
+    let aa = sim(&e1, &e1_all)? - &masks * LARGE_NUM;
+    let bb = sim(&e2, &e2_all)? - &masks * LARGE_NUM;
+    let ab = sim(&e1, &e2_all)?;
+    let ba = sim(&e2, &e1_all)?;
+    let ce = |pos: &Tensor, neg: &Tensor| -> Result<Tensor> {
+        let logits = Tensor::f_cat(&[pos, neg], 1)?;
+        Ok(logits.f_cross_entropy_loss::<Tensor>(&labels, None, Reduction::None, -100, 0.0)?)
+    };
+    let loss_a = ce(&ab, &aa)?;
+    let loss_b = ce(&ba, &bb)?;
+    Ok((loss_a + loss_b).f_mean(Kind::Float)?)
+}
+
+/// Top-k accuracies in percent, as helpers.metrics.topk of the reference.
+pub fn topk_percent(logits: &Tensor, labels: &Tensor, ks: &[i64]) -> Result<Vec<Tensor>> {
+    let classes = logits.size()[1];
+    let kmax = ks.iter().copied().max().unwrap_or(1).min(classes);
+    let (_, pred) = logits.f_topk(kmax, 1, true, true)?;
+    let hit = pred.f_eq_tensor(&labels.f_unsqueeze(1)?)?;
+    let n = labels.size()[0] as f64;
+    ks.iter()
+        .map(|&k| {
+            let k = k.min(classes);
+            Ok(hit.f_narrow(1, 0, k)?.f_sum(Kind::Float)?.f_mul_scalar(100.0 / n)?)
+        })
+        .collect()
+}

@@ -1,0 +1,85 @@
+//! The three layer kinds selfsup's networks are made of, with PyTorch's
+//! parameter names, shapes and default initialisation.
+use super::init::Init;
+use anyhow::Result;
+use tch::{nn::Path, Kind, Tensor};
+
+/// nn.Conv2d(bias=False), as in torchvision's ResNets.
+pub struct Conv2d {
+    pub weight: Tensor,
+    stride: i64,
+    padding: i64,
+}
+
+impl Conv2d {
+    pub fn new(p: &Path, init: &mut Init, cin: i64, cout: i64, k: i64, stride: i64, padding: i64) -> Result<Self> {
+        let w = init.kaiming_normal_fan_out(&[cout, cin, k, k])?;
+        Ok(Conv2d { weight: p.add("weight", w, true), stride, padding })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.f_conv2d(&self.weight, None::<&Tensor>, [self.stride], [self.padding], [1], 1)?)
+    }
+}
+
+/// nn.BatchNorm1d/2d (eps 1e-5, momentum 0.1, affine) with PyTorch's
+/// `num_batches_tracked` buffer, so state dicts load strictly in Python.
+pub struct BatchNorm {
+    pub weight: Tensor,
+    pub bias: Tensor,
+    pub running_mean: Tensor,
+    pub running_var: Tensor,
+    pub num_batches_tracked: Tensor,
+}
+
+impl BatchNorm {
+    pub fn new(p: &Path, init: &Init, c: i64) -> Result<Self> {
+        let dev = init.device();
+        Ok(BatchNorm {
+            weight: p.add("weight", init.constant(&[c], 1.0)?, true),
+            bias: p.add("bias", init.constant(&[c], 0.0)?, true),
+            running_mean: p.add("running_mean", init.constant(&[c], 0.0)?, false),
+            running_var: p.add("running_var", init.constant(&[c], 1.0)?, false),
+            num_batches_tracked: p.add("num_batches_tracked", Tensor::f_zeros([], (Kind::Int64, dev))?, false),
+        })
+    }
+
+    /// In training mode: batch statistics, running statistics updated in place.
+    pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if train {
+            let _g = tch::no_grad_guard();
+            let _ = self.num_batches_tracked.shallow_clone().f_add_scalar_(1)?;
+        }
+        Ok(Tensor::f_batch_norm(
+            x,
+            Some(&self.weight),
+            Some(&self.bias),
+            Some(&self.running_mean),
+            Some(&self.running_var),
+            train,
+            0.1,
+            1e-5,
+            true,
+        )?)
+    }
+}
+
+/// nn.Linear with PyTorch's default init: weight and bias ~ U(±1/√fan_in)
+/// (kaiming_uniform_ with a = √5 reduces to that bound).
+pub struct Linear {
+    pub weight: Tensor,
+    pub bias: Tensor,
+}
+
+impl Linear {
+    pub fn new(p: &Path, init: &mut Init, fan_in: i64, fan_out: i64) -> Result<Self> {
+        let bound = 1.0 / (fan_in as f64).sqrt();
+        let weight = init.uniform(&[fan_out, fan_in], bound)?;
+        let bias = init.uniform(&[fan_out], bound)?;
+        Ok(Linear { weight: p.add("weight", weight, true), bias: p.add("bias", bias, true) })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.f_linear(&self.weight, Some(&self.bias))?)
+    }
+}

@@ -1,0 +1,112 @@
+#!/bin/sh
+# Provides everything selfsup needs to run, idempotently, and writes
+# .cache/env.sh with the environment the native library needs:
+#   1. torch 2.11.0 for linking: $LIBTORCH, else an installed torch 2.11.0,
+#      else a project-local venv (.cache/venv-torch2.11.0-pyX.Y) made once;
+#   2. the native library, built by cargo (incremental, so fast when done).
+# Deno itself comes from tools/deno (npm), installed by ./selfsup.
+#
+# Usage: sh scripts/bootstrap.sh [--quiet]
+set -eu
+
+TORCH_VERSION=2.11.0
+TORCHVISION_VERSION=0.26.0 # the release paired with torch 2.11 (parity tests)
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+CACHE="$ROOT/.cache"
+QUIET=0
+[ "${1:-}" = "--quiet" ] && QUIET=1
+
+say() { [ "$QUIET" = 1 ] || printf '[setup] %s\n' "$*" >&2; }
+die() { printf 'selfsup setup: %s\n' "$*" >&2; exit 1; }
+
+mkdir -p "$CACHE"
+
+# The torch version of a torch/ folder: a wheel has version.py, a libtorch
+# archive has build-version.
+torch_version_of() {
+  if [ -f "$1/version.py" ]; then
+    sed -n "s/^__version__ *= *['\"]\([^'\"+]*\).*/\1/p" "$1/version.py" | head -n 1
+  elif [ -f "$1/build-version" ]; then
+    sed 's/+.*//' "$1/build-version" | head -n 1
+  fi
+}
+
+find_python() {
+  for p in python3 python; do
+    if command -v "$p" >/dev/null 2>&1; then echo "$p"; return 0; fi
+  done
+  return 1
+}
+
+# 1. torch -------------------------------------------------------------------
+PYTHON=""
+if [ -n "${LIBTORCH:-}" ]; then
+  [ -d "$LIBTORCH/lib" ] || die "LIBTORCH=$LIBTORCH has no lib/ folder; point it at a torch $TORCH_VERSION install (the torch/ folder of the wheel)"
+  found=$(torch_version_of "$LIBTORCH")
+  [ "$found" = "$TORCH_VERSION" ] || die "selfsup needs torch $TORCH_VERSION, but LIBTORCH=$LIBTORCH is torch ${found:-of unknown version}"
+  TORCH_DIR="$LIBTORCH"
+  # A Python that imports this very torch, if any, for the parity tests.
+  if [ -x "$LIBTORCH/../../../../bin/python" ]; then PYTHON=$(cd "$LIBTORCH/../../../../bin" && pwd)/python; fi
+  say "using LIBTORCH=$TORCH_DIR (torch $found)"
+else
+  TORCH_DIR=""
+  sys_python=$(find_python) || die "no python3 found; install Python 3.10+ or set LIBTORCH to a torch $TORCH_VERSION folder"
+  # An existing torch 2.11.0 on the system Python is reused as is.
+  if existing=$("$sys_python" -c 'import torch, os; print(torch.__version__.split("+")[0], os.path.dirname(torch.__file__))' 2>/dev/null); then
+    ver=${existing%% *}
+    if [ "$ver" = "$TORCH_VERSION" ]; then
+      TORCH_DIR=${existing#* }
+      PYTHON=$(command -v "$sys_python")
+      say "using the installed torch $ver at $TORCH_DIR"
+    fi
+  fi
+  if [ -z "$TORCH_DIR" ]; then
+    pyver=$("$sys_python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+    VENV="$CACHE/venv-torch$TORCH_VERSION-py$pyver"
+    if [ ! -f "$VENV/.complete" ]; then
+      say "installing torch $TORCH_VERSION (CUDA wheel with its nvidia-* wheels, several GB, once) into $VENV"
+      rm -rf "$VENV"
+      "$sys_python" -m venv "$VENV" || die "cannot create a venv with $sys_python (on Debian: apt-get install python3-venv)"
+      "$VENV/bin/python" -m pip install --quiet --progress-bar off --disable-pip-version-check \
+        "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION" safetensors \
+        || die "pip could not install torch==$TORCH_VERSION into $VENV"
+      touch "$VENV/.complete"
+      say "torch installed"
+    fi
+    PYTHON="$VENV/bin/python"
+    TORCH_DIR=$("$PYTHON" -c 'import torch, os; print(os.path.dirname(torch.__file__))') \
+      || die "torch in $VENV does not import; delete $VENV and run again"
+  fi
+  found=$(torch_version_of "$TORCH_DIR")
+  [ "$found" = "$TORCH_VERSION" ] || die "selfsup needs torch $TORCH_VERSION, found torch $found at $TORCH_DIR"
+fi
+
+# Every nvidia/*/lib beside torch: libtorch opens some of them late (dlopen),
+# and LD_LIBRARY_PATH only counts when set before the process starts.
+SITE=$(cd "$TORCH_DIR/.." && pwd)
+LIBPATH="$TORCH_DIR/lib"
+for d in "$SITE"/nvidia/*/lib; do
+  [ -d "$d" ] && LIBPATH="$LIBPATH:$d"
+done
+
+# 2. the native library ------------------------------------------------------
+command -v cargo >/dev/null 2>&1 || die "cargo not found; install Rust (https://rustup.rs) and run again"
+PROFILE=${SELFSUP_PROFILE:-release}
+say "building native/ ($PROFILE)"
+if [ "$PROFILE" = release ]; then flag=--release; else flag=; fi
+(
+  cd "$ROOT/native"
+  LIBTORCH="$TORCH_DIR" LIBTORCH_CXX11_ABI=1 cargo build $flag --quiet --lib
+) || die "cargo could not build native/ (see the messages above)"
+LIB="$ROOT/native/target/$PROFILE/libselfsup_native.so"
+[ -f "$LIB" ] || die "the build did not produce $LIB"
+
+cat >"$CACHE/env.sh" <<EOF
+# written by scripts/bootstrap.sh; sourced by ./selfsup
+export LIBTORCH="$TORCH_DIR"
+export LIBTORCH_CXX11_ABI=1
+export SELFSUP_NATIVE_LIB="\${SELFSUP_NATIVE_LIB:-$LIB}"
+export SELFSUP_PYTHON="${PYTHON}"
+export LD_LIBRARY_PATH="$LIBPATH\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
+EOF
+say "ready: torch $TORCH_VERSION at $TORCH_DIR"

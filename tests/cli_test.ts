@@ -1,0 +1,55 @@
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { ConfigError, DEFAULTS, validate } from "../cli/config.ts";
+import { writeDemoDataset } from "../ffi/native.ts";
+import { runCli, tempDir } from "./helpers.ts";
+
+Deno.test("impossible settings are ConfigErrors naming the flag", () => {
+  const ok = { ...DEFAULTS, numReplicas: 1 };
+  assert.equal(validate(ok).batchSize, 4096);
+  assert.throws(() => validate({ ...ok, epochs: 0 }), (e: Error) => e instanceof ConfigError && /--epochs/.test(e.message));
+  assert.throws(() => validate({ ...ok, warmup: 3000 }), /--warmup 3000 must be shorter than --epochs 3000/);
+  assert.throws(() => validate({ ...ok, lrUpdateSchedule: "step" as "fixed" }), /--lr-update-schedule/);
+  assert.throws(() => validate({ ...DEFAULTS }), /--num-replicas 8/);
+});
+
+Deno.test("the CLI reports a missing data folder in one line and exits 1", async () => {
+  const r = await runCli(["train", "--num-replicas", "1", "--data-dir", "/nonexistent/data"]);
+  assert.equal(r.code, 1);
+  const lines = r.stderr.trim().split("\n");
+  assert.equal(lines.length, 1, r.stderr);
+  assert.match(lines[0], /^selfsup: .*\/nonexistent\/data\/train/);
+});
+
+Deno.test("the CLI rejects a malformed number in one line", async () => {
+  const r = await runCli(["train", "--batch-size", "lots"]);
+  assert.notEqual(r.code, 0);
+  assert.match(r.stderr, /--batch-size needs an integer, got "lots"/);
+  assert.ok(!r.stderr.includes("    at "), "no stack trace");
+});
+
+Deno.test("a short training run on the demo data learns and saves its weights", async () => {
+  using dir = tempDir();
+  const data = join(dir.path, "data");
+  await writeDemoDataset(data, { trainPerClass: 16, testPerClass: 4 });
+  const r = await runCli([
+    "train",
+    "--data-dir", data,
+    "--model-dir", join(dir.path, "models"),
+    "--num-replicas", "1",
+    "--arch", "resnet18",
+    "--representation-size", "512",
+    "--head-latent-size", "64",
+    "--image-size-override", "32",
+    "--batch-size", "32",
+    "--epochs", "2",
+    "--warmup", "1",
+    "--seed", "1",
+  ]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /train-0\[Epoch 2\]\[160 samples\]/);
+  assert.match(r.stdout, /test-0\[Epoch 2\]\[40 samples\]/);
+  assert.match(r.stdout, /test accuracy of the online linear classifier: top-1 \d+\.\d\d %/);
+  const saved = [...Deno.readDirSync(join(dir.path, "models"))].map((e) => e.name);
+  assert.deepEqual(saved, ["demo_simclr_resnet18_bs32_e2.weights.safetensors".replace("demo_", "")]);
+});

@@ -1,0 +1,44 @@
+/** Shared bits of the Deno tests. */
+import { join } from "node:path";
+
+/** A fresh temporary folder, removed by `using`. */
+export function tempDir(prefix = "selfsup-test-"): { path: string } & Disposable {
+  const path = Deno.makeTempDirSync({ prefix });
+  return { path, [Symbol.dispose]: () => Deno.removeSync(path, { recursive: true }) };
+}
+
+/** The Python that imports the torch selfsup links (set by scripts/bootstrap.sh). */
+export const python = Deno.env.get("SELFSUP_PYTHON") || "";
+
+/** Runs a Python script of tests/python; throws with its stderr on failure. */
+export async function runPython(script: string, args: string[]): Promise<string> {
+  const out = await new Deno.Command(python, {
+    args: [join(import.meta.dirname!, "python", script), ...args],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const err = new TextDecoder().decode(out.stderr);
+  if (!out.success) throw new Error(`${script} failed: ${err}`);
+  return new TextDecoder().decode(out.stdout);
+}
+
+/** Runs the selfsup CLI as a subprocess (same environment). */
+export async function runCli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-all", "--quiet", join(import.meta.dirname!, "..", "cli", "main.ts"), ...args],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const d = new TextDecoder();
+  return { code: out.code, stdout: d.decode(out.stdout), stderr: d.decode(out.stderr) };
+}
+
+/** Every file under `dir`, relative path → bytes. */
+export function readTree(dir: string, base = dir, out = new Map<string, Uint8Array>()): Map<string, Uint8Array> {
+  for (const e of Deno.readDirSync(dir)) {
+    const p = join(dir, e.name);
+    if (e.isDirectory) readTree(p, base, out);
+    else out.set(p.slice(base.length), Deno.readFileSync(p));
+  }
+  return out;
+}

@@ -1,0 +1,52 @@
+/**
+ * SimCLR parity with PyTorch on the same libtorch: selfsup's initial
+ * weights are loaded into torchvision's resnet18 plus the reference head
+ * and classifier (tests/python/simclr_reference.py), both compute the loss
+ * and gradients for the same batch, and every gradient must agree.
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { Trainer } from "../ffi/native.ts";
+import { python, runPython, tempDir } from "./helpers.ts";
+
+const TOLERANCE = 1e-5;
+
+for (const tau of [0.1, 0.5]) {
+  Deno.test({
+    name: `SimCLR loss and gradients match PyTorch (resnet18, tau ${tau})`,
+    ignore: python === "",
+    async fn() {
+      using dir = tempDir();
+      const f = (n: string) => join(dir.path, n);
+      using trainer = await Trainer.create({
+        arch: "resnet18",
+        representationSize: 512,
+        headLatentSize: 128,
+        nceSize: 64,
+        nceTemperature: tau,
+        numClasses: 7,
+        optimizer: "lars_momentum",
+        weightDecay: 1e-6,
+        seed: 11,
+      });
+      await trainer.saveWeights(f("weights.safetensors"));
+      await runPython("simclr_reference.py", [
+        "make",
+        f("weights.safetensors"),
+        f("inputs.safetensors"),
+        f("reference.safetensors"),
+        String(tau),
+      ]);
+      await trainer.debugGradients(f("inputs.safetensors"), f("native.safetensors"));
+      const report = JSON.parse(
+        await runPython("simclr_reference.py", ["compare", f("reference.safetensors"), f("native.safetensors")]),
+      ) as { errors: Record<string, number>; unmatched: string[] };
+      assert.deepEqual(report.unmatched, [], "the same tensors on both sides");
+      for (const key of ["loss", "ssl_loss", "linear_loss", "grad.backbone.conv1.weight", "grad.head.0.weight", "grad.head.4.bias"]) {
+        assert.ok(key in report.errors, `${key} compared`);
+      }
+      const worst = Object.entries(report.errors).filter(([, e]) => !(e <= TOLERANCE));
+      assert.deepEqual(worst, [], `relative error above ${TOLERANCE}`);
+    },
+  });
+}

@@ -1,0 +1,85 @@
+"""PyTorch reference for selfsup's SimCLR parity test.
+
+  make <weights> <inputs> <reference>   load selfsup's initial weights into
+      torchvision's resnet18 + the reference programs' head, classifier and
+      NT-Xent (written from REFERENCE.md §2.2-2.6), draw a batch, write it
+      to <inputs> and the loss and gradients to <reference>
+  compare <reference> <native>          print JSON {name: max|a-b|/max|b|}
+"""
+import sys
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torchvision
+
+import st
+
+
+def nt_xent(z1, z2, tau):
+    # SimCLR/objective.py with one replica: L2-normalise, mask self-similarity.
+    e1 = z1 * torch.rsqrt(torch.clamp((z1 * z1).sum(-1, keepdim=True), min=1e-12))
+    e2 = z2 * torch.rsqrt(torch.clamp((z2 * z2).sum(-1, keepdim=True), min=1e-12))
+    b = e1.shape[0]
+    labels = torch.arange(b)
+    masks = F.one_hot(labels, b).float()
+    aa = e1 @ e1.t() / tau - masks * 1e9
+    bb = e2 @ e2.t() / tau - masks * 1e9
+    ab = e1 @ e2.t() / tau
+    ba = e2 @ e1.t() / tau
+    la = F.cross_entropy(torch.cat([ab, aa], 1), labels, reduction="none")
+    lb = F.cross_entropy(torch.cat([ba, bb], 1), labels, reduction="none")
+    return (la + lb).mean()
+
+
+class SimCLR(nn.Module):
+    def __init__(self, classes, latent, nce):
+        super().__init__()
+        self.backbone = torchvision.models.resnet18()
+        self.backbone.fc = nn.Identity()
+        self.head = nn.Sequential(nn.Linear(512, latent), nn.BatchNorm1d(latent), nn.ReLU(), nn.Linear(latent, nce), nn.BatchNorm1d(nce))
+        self.linear_classifier = nn.Linear(512, classes)
+
+
+def make(weights_path, inputs_path, ref_path):
+    w = st.load(weights_path)
+    classes = w["linear_classifier.weight"].shape[0]
+    latent, nce = w["head.0.weight"].shape[0], w["head.3.weight"].shape[0]
+    model = SimCLR(classes, latent, nce)
+    model.load_state_dict(w, strict=True)
+    model.train()
+    g = torch.Generator().manual_seed(1234)
+    b = 16
+    v1 = torch.rand(b, 3, 32, 32, generator=g)
+    v2 = torch.rand(b, 3, 32, 32, generator=g)
+    labels = torch.randint(0, classes, (b,), generator=g)
+    st.save({"view1": v1, "view2": v2, "labels": labels}, inputs_path)
+    tau = float(sys.argv[5]) if len(sys.argv) > 5 else 0.1
+    h1, h2 = model.backbone(v1), model.backbone(v2)
+    ssl = nt_xent(model.head(h1), model.head(h2), tau)
+    logits = model.linear_classifier(torch.cat([h1, h2]).detach())
+    ce = F.cross_entropy(logits, torch.cat([labels, labels]))
+    loss = ssl + ce
+    loss.backward()
+    out = {"loss": loss.detach(), "ssl_loss": ssl.detach(), "linear_loss": ce.detach()}
+    for name, p in model.named_parameters():
+        out["grad." + name] = p.grad
+    st.save(out, ref_path)
+
+
+def compare(ref_path, native_path):
+    import json
+
+    ref, nat = st.load(ref_path), st.load(native_path)
+    missing = sorted(set(ref) ^ set(nat))
+    errors = {}
+    for k in sorted(set(ref) & set(nat)):
+        a, b = nat[k].double(), ref[k].double()
+        scale = b.abs().max().item()
+        errors[k] = (a - b).abs().max().item() / (scale if scale > 0 else 1.0)
+    print(json.dumps({"errors": errors, "unmatched": missing}))
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(2)
+    {"make": lambda: make(*sys.argv[2:5]), "compare": lambda: compare(*sys.argv[2:4])}[sys.argv[1]]()

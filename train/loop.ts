@@ -1,0 +1,163 @@
+/**
+ * The training policy: epochs of train and test passes over native
+ * loaders, a per-step learning rate, progress and the reference's
+ * per-epoch summary lines, and a clean stop on SIGINT/SIGTERM.
+ *
+ * @module
+ */
+import { join } from "node:path";
+import type { Config } from "../cli/config.ts";
+import { runName } from "../cli/config.ts";
+import { Loader, scanFolder, type StepMetrics, Trainer, version } from "../ffi/native.ts";
+import { lrAt, type Schedule, scaledLr } from "./schedule.ts";
+import { Progress } from "./progress.ts";
+
+/** Sample-weighted means of step metrics over a pass. */
+export class Meter {
+  samples = 0;
+  #sums = { loss: 0, sslLoss: 0, linearLoss: 0, top1: 0, top5: 0 };
+  add(m: StepMetrics): void {
+    for (const k of Object.keys(this.#sums) as (keyof typeof this.#sums)[]) this.#sums[k] += m[k] * m.samples;
+    this.samples += m.samples;
+  }
+  mean(): { loss: number; sslLoss: number; linearLoss: number; top1: number; top5: number } {
+    const n = Math.max(1, this.samples);
+    const s = this.#sums;
+    return { loss: s.loss / n, sslLoss: s.sslLoss / n, linearLoss: s.linearLoss / n, top1: s.top1 / n, top5: s.top5 / n };
+  }
+}
+
+export interface EpochSummary {
+  epoch: number;
+  train: ReturnType<Meter["mean"]>;
+  test: ReturnType<Meter["mean"]>;
+  lr: number;
+  seconds: number;
+}
+
+export interface RunResult {
+  epochs: EpochSummary[];
+  weights: string;
+  stopped: boolean;
+  classes: string[];
+}
+
+/** The reference's per-epoch console line (REFERENCE.md §6). */
+export function summaryLine(prefix: string, rank: number, epoch: number, samples: number, secs: number, m: ReturnType<Meter["mean"]>): string {
+  return `${prefix}-${rank}[Epoch ${epoch}][${samples} samples][${secs.toFixed(2)} sec]:\t Loss: ${
+    m.loss.toFixed(4)
+  }\tTop-1: ${m.top1.toFixed(4)}\tTop-5: ${m.top5.toFixed(4)}`;
+}
+
+/** Stops the loop between steps on SIGINT/SIGTERM (a second SIGINT exits at once). */
+class StopFlag {
+  requested = false;
+  #handlers: [Deno.Signal, () => void][] = [];
+  constructor() {
+    for (const sig of ["SIGINT", "SIGTERM"] as Deno.Signal[]) {
+      const h = () => {
+        if (this.requested && sig === "SIGINT") Deno.exit(130);
+        this.requested = true;
+        console.error(`\n${sig}: finishing the current step, then saving and exiting`);
+      };
+      Deno.addSignalListener(sig, h);
+      this.#handlers.push([sig, h]);
+    }
+  }
+  [Symbol.dispose](): void {
+    for (const [s, h] of this.#handlers) Deno.removeSignalListener(s, h);
+  }
+}
+
+/** Trains per `cfg`, printing progress with `log`; returns per-epoch summaries. */
+export async function train(cfg: Config, log: (line: string) => void = console.log): Promise<RunResult> {
+  const trainDir = join(cfg.dataDir, "train");
+  const { classes, samples } = scanFolder(trainDir);
+  const testInfo = scanFolder(join(cfg.dataDir, "test"));
+  log(`train = ${samples} | test = ${testInfo.samples} | classes = ${classes.length}`);
+  const common = {
+    dataDir: cfg.dataDir,
+    batchSize: cfg.batchSize / cfg.numReplicas,
+    imageSize: cfg.imageSizeOverride,
+    workers: cfg.workersPerReplica,
+    seed: cfg.seed ?? 0,
+    colorJitterStrength: cfg.colorJitterStrength,
+  };
+  using trainLoader = await Loader.create({ ...common, split: "train", augment: true, shuffle: true, dropLast: true });
+  using testLoader = await Loader.create({ ...common, split: "test", augment: false });
+  const cuda = !cfg.noCuda && version().cuda;
+  using trainer = await Trainer.create({
+    method: cfg.method,
+    device: cuda ? "cuda" : "cpu",
+    threads: cfg.threads,
+    arch: cfg.arch,
+    smallStem: cfg.smallStem,
+    representationSize: cfg.representationSize,
+    headLatentSize: cfg.headLatentSize,
+    nceSize: cfg.nceSize,
+    nceTemperature: cfg.nceTemperature,
+    numClasses: classes.length,
+    optimizer: cfg.optimizer,
+    weightDecay: cfg.weightDecay,
+    clip: cfg.clip,
+    seed: cfg.seed ?? 0,
+  });
+  const steps = cfg.debugStep ? 1 : trainLoader.length;
+  const schedule: Schedule = {
+    base: scaledLr(cfg.lr, cfg.optimizer, cfg.batchSize),
+    warmupSteps: cfg.warmup * steps,
+    totalSteps: cfg.epochs * steps,
+    kind: cfg.lrUpdateSchedule,
+  };
+  log(`${cuda ? "cuda" : "cpu"} | ${cfg.arch} | ${steps} steps/epoch | peak lr ${schedule.base.toPrecision(4)}`);
+  using stop = new StopFlag();
+  const epochs: EpochSummary[] = [];
+  let step = 0;
+  for (let epoch = 1; epoch <= cfg.epochs && !stop.requested; epoch++) {
+    const t0 = performance.now();
+    const trainMeter = new Meter();
+    const progress = new Progress(`epoch ${epoch}/${cfg.epochs}`, steps);
+    trainLoader.startEpoch(epoch - 1);
+    let lr = 0;
+    for (let i = 0; i < steps && !stop.requested; i++) {
+      const batch = await trainLoader.next();
+      if (!batch) break;
+      lr = lrAt(schedule, step++);
+      const m = await trainer.trainStep(batch, lr);
+      if (!Number.isFinite(m.loss)) throw new Error(`the loss became ${m.loss} at step ${step}; lower --lr`);
+      trainMeter.add(m);
+      progress.update(i + 1, trainMeter.samples, m.loss);
+    }
+    progress.done();
+    const trainSecs = (performance.now() - t0) / 1000;
+    log(summaryLine("train", 0, epoch, trainMeter.samples, trainSecs, trainMeter.mean()));
+    if (stop.requested) break;
+    const t1 = performance.now();
+    const testMeter = new Meter();
+    testLoader.startEpoch(0);
+    for (let b = await testLoader.next(); b; b = cfg.debugStep ? null : await testLoader.next()) {
+      testMeter.add(await trainer.evalStep(b));
+    }
+    const testSecs = (performance.now() - t1) / 1000;
+    log(summaryLine("test", 0, epoch, testMeter.samples, testSecs, testMeter.mean()));
+    epochs.push({ epoch, train: trainMeter.mean(), test: testMeter.mean(), lr, seconds: trainSecs + testSecs });
+  }
+  const weights = join(cfg.modelDir, `${runName(cfg)}.weights.safetensors`);
+  await saveAtomically(trainer, weights);
+  log(`weights saved to ${weights}`);
+  return { epochs, weights, stopped: stop.requested, classes };
+}
+
+/** Writes to a temporary name, then renames: a crash never leaves a torn file. */
+async function saveAtomically(trainer: Trainer, path: string): Promise<void> {
+  await Deno.mkdir(join(path, ".."), { recursive: true });
+  const tmp = `${path}.tmp-${Deno.pid}`;
+  await trainer.saveWeights(tmp);
+  const f = await Deno.open(tmp, { read: true });
+  try {
+    await f.sync();
+  } finally {
+    f.close();
+  }
+  await Deno.rename(tmp, path);
+}
