@@ -51,7 +51,6 @@ fn main() {
     // silently unavailable at run time.
     println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
     println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
-    println!("cargo:rustc-link-arg=-Wl,--copy-dt-needed-entries");
     println!("cargo:rustc-link-arg=-ltorch");
     // Test executables link against libtorch_cuda without the CUDA runtime
     // libraries on the link line; their symbols resolve at load time.

@@ -10,6 +10,7 @@ import { Trainer } from "../ffi/native.ts";
 import { python, runPython, tempDir } from "./helpers.ts";
 
 const TOLERANCE = 1e-5;
+const BEFORE_BN = ["grad.head.0.bias", "grad.head.3.bias"];
 
 for (const tau of [0.1, 0.5]) {
   Deno.test({
@@ -40,12 +41,18 @@ for (const tau of [0.1, 0.5]) {
       await trainer.debugGradients(f("inputs.safetensors"), f("native.safetensors"));
       const report = JSON.parse(
         await runPython("simclr_reference.py", ["compare", f("reference.safetensors"), f("native.safetensors")]),
-      ) as { errors: Record<string, number>; unmatched: string[] };
+      ) as { errors: Record<string, { rel: number; abs: number; scale: number }>; unmatched: string[] };
       assert.deepEqual(report.unmatched, [], "the same tensors on both sides");
       for (const key of ["loss", "ssl_loss", "linear_loss", "grad.backbone.conv1.weight", "grad.head.0.weight", "grad.head.4.bias"]) {
         assert.ok(key in report.errors, `${key} compared`);
       }
-      const worst = Object.entries(report.errors).filter(([, e]) => !(e <= TOLERANCE));
+      // A bias right before BatchNorm has zero gradient in exact arithmetic
+      // (BN removes any constant shift): both sides hold rounding noise
+      // there, so check that it is noise and compare everything else.
+      for (const k of BEFORE_BN) {
+        assert.ok(report.errors[k].scale < 1e-6 && report.errors[k].abs < 1e-6, `${k} is ~0 on both sides`);
+      }
+      const worst = Object.entries(report.errors).filter(([k, e]) => !BEFORE_BN.includes(k) && !(e.rel <= TOLERANCE));
       assert.deepEqual(worst, [], `relative error above ${TOLERANCE}`);
     },
   });

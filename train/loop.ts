@@ -12,25 +12,28 @@ import { Loader, scanFolder, type StepMetrics, Trainer, version } from "../ffi/n
 import { lrAt, type Schedule, scaledLr } from "./schedule.ts";
 import { Progress } from "./progress.ts";
 
+/** Means of a pass: loss, SSL loss, classifier loss, top-1 and top-5 (%). */
+export type PassMetrics = Omit<StepMetrics, "samples">;
+const KEYS: (keyof PassMetrics)[] = ["loss", "sslLoss", "linearLoss", "top1", "top5"];
+
 /** Sample-weighted means of step metrics over a pass. */
 export class Meter {
   samples = 0;
-  #sums = { loss: 0, sslLoss: 0, linearLoss: 0, top1: 0, top5: 0 };
+  #sums: PassMetrics = { loss: 0, sslLoss: 0, linearLoss: 0, top1: 0, top5: 0 };
   add(m: StepMetrics): void {
-    for (const k of Object.keys(this.#sums) as (keyof typeof this.#sums)[]) this.#sums[k] += m[k] * m.samples;
+    for (const k of KEYS) this.#sums[k] += m[k] * m.samples;
     this.samples += m.samples;
   }
-  mean(): { loss: number; sslLoss: number; linearLoss: number; top1: number; top5: number } {
+  mean(): PassMetrics {
     const n = Math.max(1, this.samples);
-    const s = this.#sums;
-    return { loss: s.loss / n, sslLoss: s.sslLoss / n, linearLoss: s.linearLoss / n, top1: s.top1 / n, top5: s.top5 / n };
+    return Object.fromEntries(KEYS.map((k) => [k, this.#sums[k] / n])) as PassMetrics;
   }
 }
 
 export interface EpochSummary {
   epoch: number;
-  train: ReturnType<Meter["mean"]>;
-  test: ReturnType<Meter["mean"]>;
+  train: PassMetrics;
+  test: PassMetrics;
   lr: number;
   seconds: number;
 }
@@ -43,7 +46,7 @@ export interface RunResult {
 }
 
 /** The reference's per-epoch console line (REFERENCE.md §6). */
-export function summaryLine(prefix: string, rank: number, epoch: number, samples: number, secs: number, m: ReturnType<Meter["mean"]>): string {
+export function summaryLine(prefix: string, rank: number, epoch: number, samples: number, secs: number, m: PassMetrics): string {
   return `${prefix}-${rank}[Epoch ${epoch}][${samples} samples][${secs.toFixed(2)} sec]:\t Loss: ${
     m.loss.toFixed(4)
   }\tTop-1: ${m.top1.toFixed(4)}\tTop-5: ${m.top5.toFixed(4)}`;

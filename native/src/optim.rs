@@ -73,7 +73,7 @@ impl Sgd {
                 d = buf.shallow_clone();
                 p.momentum_buffer = Some(buf);
             }
-            p.tensor.f_sub_(&d.f_mul_scalar(lr)?)?;
+            let _ = p.tensor.f_sub_(&d.f_mul_scalar(lr)?)?;
         }
         Ok(())
     }

@@ -72,12 +72,13 @@ def compare(ref_path, native_path):
 
     ref, nat = st.load(ref_path), st.load(native_path)
     missing = sorted(set(ref) ^ set(nat))
-    errors = {}
+    report = {}
     for k in sorted(set(ref) & set(nat)):
         a, b = nat[k].double(), ref[k].double()
         scale = b.abs().max().item()
-        errors[k] = (a - b).abs().max().item() / (scale if scale > 0 else 1.0)
-    print(json.dumps({"errors": errors, "unmatched": missing}))
+        diff = (a - b).abs().max().item()
+        report[k] = {"rel": diff / scale if scale > 0 else diff, "abs": diff, "scale": scale}
+    print(json.dumps({"errors": report, "unmatched": missing}))
 
 
 if __name__ == "__main__":
