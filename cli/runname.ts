@@ -1,0 +1,147 @@
+/**
+ * The run name: one string that keys a run's log folder, weights and
+ * checkpoints, built the way the reference's `helpers.utils.get_name`
+ * builds it (REFERENCE.md §6), so a run of selfsup and a run of the
+ * reference with the same flags get the same name.
+ *
+ * ```ts
+ * runName({ ...DEFAULTS, numReplicas: 1 });
+ * // "_tmaimfolder_bs4096_e3000_iso224_ar50_rs2048_ns128_hls1024_nt0.1_cjs1_wd1e-06_l0.3_luscos_w10_olmom_nr1"
+ * ```
+ *
+ * @module
+ */
+import { createHash } from "node:crypto";
+import type { Config } from "./config.ts";
+
+/** The longest name: the reference asserts `len(name) < 251`. */
+export const MAX_RUN_NAME = 250;
+
+type Method = "simclr" | "byol";
+
+/**
+ * The settings that make up the name, in the reference's argparse order
+ * (the order of `vars(args)`), each with the method it exists in when only
+ * one program has it. The reference's blacklist (paths, visdom, workers,
+ * distributed rendezvous, debug) is simply not listed.
+ */
+const REFERENCE_ARGS: [key: string, only?: Method][] = [
+  ["task"],
+  ["batchSize"],
+  ["epochs"],
+  ["imageSizeOverride"],
+  ["arch"],
+  ["representationSize"],
+  ["nceSize", "simclr"],
+  ["projectionSize", "byol"],
+  ["headLatentSize"],
+  ["nceTemperature", "simclr"],
+  ["baseDecay", "byol"],
+  ["weightInitialization"],
+  ["colorJitterStrength"],
+  ["weightDecay"],
+  ["polyakEma"],
+  ["convertToSyncBn"],
+  ["clip"],
+  ["lr"],
+  ["lrUpdateSchedule"],
+  ["warmup"],
+  ["optimizer"],
+  ["earlyStop"],
+  ["numReplicas"],
+  ["seed"],
+  ["noCuda"],
+  ["half"],
+];
+
+/**
+ * selfsup's own settings that change what is learned. They come after the
+ * reference's so that a run without them keeps the reference's name; a
+ * new flag that changes results belongs here (its abbreviation must stay
+ * unique, which the module checks when it loads).
+ */
+const SELFSUP_ARGS: [key: string, only?: Method][] = [["smallStem"]];
+
+/**
+ * The reference's replacements, applied in order to the whole name. Only
+ * the ones REFERENCE.md §6 quotes are known; they cover every default.
+ */
+const REPLACEMENTS: [from: string, to: string][] = [
+  ["multi_augment_image_folder", "maimfolder"],
+  ["resnet", "r"],
+  ["cosine", "cos"],
+  ["lars_", "l"],
+  ["momentum", "mom"],
+];
+
+/** `batchSize` → `bs`: the first letter of each word of the snake_case name. */
+export function abbreviation(key: string): string {
+  return key.replace(/[A-Z]/g, (m) => "_" + m.toLowerCase()).split("_").map((w) => w[0]).join("");
+}
+
+// The reference asserts that no two arguments share an abbreviation.
+{
+  const seen = new Map<string, string>();
+  for (const [key] of [...REFERENCE_ARGS, ...SELFSUP_ARGS]) {
+    const a = abbreviation(key);
+    if (seen.has(a)) throw new Error(`run name: ${key} and ${seen.get(a)} both abbreviate to ${a}`);
+    seen.set(a, key);
+  }
+}
+
+/**
+ * A float as Python's `repr` writes it (`1e-06`, `0.1`, `1e+16`): the
+ * shortest round-tripping digits, in exponent form below 1e-4 or from 1e16.
+ */
+export function pythonFloat(x: number): string {
+  if (!Number.isFinite(x)) return Number.isNaN(x) ? "nan" : x > 0 ? "inf" : "-inf";
+  const [mantissa, exp] = x.toExponential().split("e");
+  const e = Number(exp);
+  if (e >= -4 && e < 16) return String(x);
+  return `${mantissa}e${e < 0 ? "-" : "+"}${String(Math.abs(e)).padStart(2, "0")}`;
+}
+
+/**
+ * One value as the reference writes it, or null when it is dropped: bools
+ * become ints, None becomes 0, integral floats become ints, and zero (or
+ * empty) values are left out.
+ */
+function formatValue(v: unknown): string | null {
+  if (v === undefined || v === null || v === false || v === 0 || v === "") return null;
+  if (v === true) return "1";
+  if (typeof v === "number") return Number.isInteger(v) ? BigInt(v).toString() : pythonFloat(v);
+  return String(v);
+}
+
+/**
+ * The run name of `config` (keys absent from it are skipped, as zero
+ * values are): `<uid>_` followed by `<abbreviation><value>` for each
+ * setting, joined with `_`, then the reference's replacements. The batch
+ * size is the per-replica one, as the reference divides it in place
+ * before naming the run.
+ *
+ * Two deliberate additions: characters that are unsafe in a file name
+ * (anything but letters, digits and `._+=-`) become `-`; a name longer
+ * than {@link MAX_RUN_NAME} keeps its first characters and ends in `_`
+ * plus the first 8 hex digits of the full name's SHA-1, so it stays
+ * unique and the same for the same settings.
+ */
+export function runName(config: Readonly<Partial<Config>> | Readonly<Record<string, unknown>>): string {
+  const c = config as Readonly<Record<string, unknown>>;
+  const method: Method = c.method === "byol" ? "byol" : "simclr";
+  const replicas = typeof c.numReplicas === "number" && c.numReplicas > 1 ? c.numReplicas : 1;
+  const parts = [String(c.uid ?? "")];
+  for (const [key, only] of [...REFERENCE_ARGS, ...SELFSUP_ARGS]) {
+    if (only && only !== method) continue;
+    let v = c[key];
+    if (key === "batchSize" && typeof v === "number") v = Math.floor(v / replicas);
+    const text = formatValue(v);
+    if (text !== null) parts.push(abbreviation(key) + text);
+  }
+  let name = parts.join("_");
+  for (const [from, to] of REPLACEMENTS) name = name.replaceAll(from, to);
+  name = name.replace(/[^A-Za-z0-9._+=-]/g, "-");
+  if (name.length <= MAX_RUN_NAME) return name;
+  const hash = createHash("sha1").update(name).digest("hex").slice(0, 8);
+  return `${name.slice(0, MAX_RUN_NAME - hash.length - 1)}_${hash}`;
+}

@@ -1,0 +1,134 @@
+import assert from "node:assert/strict";
+import { DEFAULTS } from "../cli/config.ts";
+import { abbreviation, MAX_RUN_NAME, pythonFloat, runName } from "../cli/runname.ts";
+
+// The reference programs' defaults (REFERENCE.md §1), written out here so
+// the examples do not depend on how selfsup's Config grows.
+const SIMCLR_REFERENCE = {
+  method: "simclr" as const,
+  task: "multi_augment_image_folder",
+  batchSize: 4096,
+  epochs: 3000,
+  download: 1,
+  imageSizeOverride: 224,
+  dataDir: "./.datasets",
+  uid: "",
+  arch: "resnet50",
+  representationSize: 2048,
+  nceSize: 128,
+  headLatentSize: 1024,
+  nceTemperature: 0.1,
+  weightInitialization: null,
+  modelDir: ".models",
+  colorJitterStrength: 1.0,
+  weightDecay: 1e-6,
+  polyakEma: 0,
+  convertToSyncBn: false,
+  clip: 0,
+  lr: 0.3,
+  lrUpdateSchedule: "cosine" as const,
+  warmup: 10,
+  optimizer: "lars_momentum",
+  earlyStop: false,
+  visdomUrl: null,
+  visdomPort: null,
+  numReplicas: 1,
+  workersPerReplica: 2,
+  distributedMaster: null,
+  distributedRank: 0,
+  distributedPort: 29300,
+  debugStep: false,
+  seed: null,
+  noCuda: false,
+  half: false,
+};
+
+const BYOL_REFERENCE = (({ nceSize: _n, nceTemperature: _t, ...rest }) => ({
+  ...rest,
+  method: "byol" as const,
+  logDir: "./runs",
+  projectionSize: 256,
+  headLatentSize: 4096,
+  baseDecay: 0.996,
+  lr: 0.2,
+}))(SIMCLR_REFERENCE);
+
+Deno.test("run name: the reference's verified SimCLR default name (REFERENCE.md §6)", () => {
+  assert.equal(
+    runName(SIMCLR_REFERENCE),
+    "_tmaimfolder_bs4096_e3000_iso224_ar50_rs2048_ns128_hls1024_nt0.1_cjs1_wd1e-06_l0.3_luscos_w10_olmom_nr1",
+  );
+});
+
+Deno.test("run name: the reference's verified BYOL default name (REFERENCE.md §6)", () => {
+  assert.equal(
+    runName(BYOL_REFERENCE),
+    "_tmaimfolder_bs4096_e3000_iso224_ar50_rs2048_ps256_hls4096_bd0.996_cjs1_wd1e-06_l0.2_luscos_w10_olmom_nr1",
+  );
+});
+
+Deno.test("run name: the SLURM example uses the per-replica batch size", () => {
+  const slurm = {
+    ...SIMCLR_REFERENCE,
+    uid: "simclrv00_0",
+    epochs: 100,
+    dataDir: "/datasets",
+    batchSize: 1024,
+    convertToSyncBn: true,
+    visdomUrl: "http://MY_VISDOM_URL",
+    visdomPort: 8097,
+    numReplicas: 16,
+    distributedMaster: "node1",
+    distributedPort: 29301,
+    distributedRank: 3,
+  };
+  assert.equal(
+    runName(slurm),
+    "simclrv00_0_tmaimfolder_bs64_e100_iso224_ar50_rs2048_ns128_hls1024_nt0.1_cjs1_wd1e-06_ctsb1_l0.3_luscos_w10_olmom_nr16",
+  );
+});
+
+Deno.test("run name: selfsup's defaults are the reference's, so they name the same run", () => {
+  assert.equal(runName({ ...DEFAULTS, numReplicas: 1 }), runName(SIMCLR_REFERENCE));
+});
+
+Deno.test("run name: non-default values appear, zero values and blacklisted settings do not", () => {
+  const name = runName({
+    ...SIMCLR_REFERENCE,
+    seed: 7,
+    clip: 0.5,
+    smallStem: true,
+    weightDecay: 1.5e-6,
+    arch: "wide_resnet50_2",
+    optimizer: "lars_sgd",
+    dataDir: "/elsewhere",
+    workersPerReplica: 9,
+  });
+  assert.match(name, /_awide_r50_2_/);
+  assert.match(name, /_wd1\.5e-06_/);
+  assert.match(name, /_c0\.5_/);
+  assert.match(name, /_olsgd_/);
+  assert.match(name, /_s7_/);
+  assert.ok(name.endsWith("_ss1"), name);
+  assert.ok(!name.includes("elsewhere") && !name.includes("wpr"), name);
+  // Missing keys are skipped like zero values.
+  assert.equal(runName({ uid: "x", epochs: 5 }), "x_e5");
+});
+
+Deno.test("run name: unsafe characters become '-' and long names are cut with a hash", () => {
+  assert.equal(runName({ uid: "my run/1", epochs: 2 }), "my-run-1_e2");
+  const long = runName({ ...SIMCLR_REFERENCE, uid: "u".repeat(300) });
+  assert.equal(long.length, MAX_RUN_NAME);
+  assert.match(long, /^u+_[0-9a-f]{8}$/);
+  assert.equal(runName({ ...SIMCLR_REFERENCE, uid: "u".repeat(300) }), long, "deterministic");
+  assert.notEqual(runName({ ...SIMCLR_REFERENCE, uid: "u".repeat(300), epochs: 5 }), long, "still distinct");
+});
+
+Deno.test("run name helpers: abbreviations and Python float formatting", () => {
+  assert.equal(abbreviation("imageSizeOverride"), "iso");
+  assert.equal(abbreviation("lr"), "l");
+  assert.deepEqual(
+    [1e-6, 0.1, 0.996, 1.5e-5, 0.0001, 12345.5, 1e16, 2.5e-10].map(pythonFloat),
+    ["1e-06", "0.1", "0.996", "1.5e-05", "0.0001", "12345.5", "1e+16", "2.5e-10"],
+  );
+});
