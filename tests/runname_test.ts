@@ -111,6 +111,9 @@ Deno.test("run name: non-default values appear, zero values and blacklisted sett
   assert.match(name, /_s7_/);
   assert.ok(name.endsWith("_ss1"), name);
   assert.ok(!name.includes("elsewhere") && !name.includes("wpr"), name);
+  // selfsup's own BYOL loss flag appears only when it is not the default.
+  assert.equal(runName({ ...BYOL_REFERENCE, byolLoss: "paper" }), runName(BYOL_REFERENCE));
+  assert.ok(runName({ ...BYOL_REFERENCE, byolLoss: "reference" }).endsWith("_nr1_blreference"));
   // Missing keys are skipped like zero values.
   assert.equal(runName({ uid: "x", epochs: 5 }), "x_e5");
 });
