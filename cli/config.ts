@@ -1,50 +1,93 @@
 /**
- * The resolved configuration of a run: one plain object, keys = the long
- * flag names in camelCase. The command line only produces it; everything
- * downstream takes it as data.
+ * The resolved configuration of a run: one plain object whose keys are
+ * the long flag names in camelCase, plus what is derived from them. The
+ * command line only produces it; everything downstream takes it as data.
  *
  * @module
  */
+import { runName as referenceRunName } from "./runname.ts";
 
-/** A run's settings after defaults and checks. */
+export type Method = "simclr" | "byol";
+
+/** A run's settings after defaults, method and checks. */
 export interface Config {
-  method: "simclr";
+  method: Method;
   task: string;
   batchSize: number;
   epochs: number;
+  download: number;
   imageSizeOverride: number;
   dataDir: string;
+  logDir: string;
   uid: string;
   arch: string;
   smallStem: boolean;
   representationSize: number;
   headLatentSize: number;
+  /** SimCLR only. */
   nceSize: number;
   nceTemperature: number;
+  /** BYOL only. */
+  projectionSize: number;
+  baseDecay: number;
+  byolLoss: "paper" | "reference";
+  weightInitialization: string | null;
   modelDir: string;
   colorJitterStrength: number;
   weightDecay: number;
+  polyakEma: number;
+  convertToSyncBn: boolean;
   clip: number;
   lr: number;
   lrUpdateSchedule: "cosine" | "fixed";
   warmup: number;
   optimizer: string;
+  earlyStop: boolean;
+  visdomUrl: string | null;
+  visdomPort: number | null;
   numReplicas: number;
   workersPerReplica: number;
+  distributedMaster: string | null;
+  distributedRank: number;
+  distributedPort: number;
   debugStep: boolean;
   seed: number | null;
   noCuda: boolean;
+  half: boolean;
   threads: number;
+  // Derived:
+  worldSize: number;
+  rank: number;
+  localRank: number;
+  batchSizePerReplica: number;
+  runName: string;
 }
 
-/** The reference SimCLR program's defaults (REFERENCE.md §1). */
-export const DEFAULTS: Config = {
+/** The settings a user can give (everything but the derived keys). */
+export type Settings = Omit<Config, "worldSize" | "rank" | "localRank" | "batchSizePerReplica" | "runName">;
+
+/** Flags that exist in one reference program only. */
+export const METHOD_ONLY: Record<Method, (keyof Settings)[]> = {
+  simclr: ["nceSize", "nceTemperature"],
+  byol: ["projectionSize", "baseDecay", "byolLoss"],
+};
+
+/** Defaults where the two reference programs differ (REFERENCE.md §1). */
+export const METHOD_DEFAULTS: Record<Method, Partial<Settings>> = {
+  simclr: { lr: 0.3, headLatentSize: 1024 },
+  byol: { lr: 0.2, headLatentSize: 4096 },
+};
+
+/** The reference programs' shared defaults (REFERENCE.md §1), SimCLR's where they differ. */
+export const DEFAULTS: Settings = {
   method: "simclr",
   task: "multi_augment_image_folder",
   batchSize: 4096,
   epochs: 3000,
+  download: 1,
   imageSizeOverride: 224,
   dataDir: "./.datasets",
+  logDir: "./runs",
   uid: "",
   arch: "resnet50",
   smallStem: false,
@@ -52,19 +95,32 @@ export const DEFAULTS: Config = {
   headLatentSize: 1024,
   nceSize: 128,
   nceTemperature: 0.1,
+  projectionSize: 256,
+  baseDecay: 0.996,
+  byolLoss: "paper",
+  weightInitialization: null,
   modelDir: ".models",
   colorJitterStrength: 1.0,
   weightDecay: 1e-6,
+  polyakEma: 0,
+  convertToSyncBn: false,
   clip: 0,
   lr: 0.3,
   lrUpdateSchedule: "cosine",
   warmup: 10,
   optimizer: "lars_momentum",
+  earlyStop: false,
+  visdomUrl: null,
+  visdomPort: null,
   numReplicas: 8,
   workersPerReplica: 2,
+  distributedMaster: null,
+  distributedRank: 0,
+  distributedPort: 29300,
   debugStep: false,
   seed: null,
   noCuda: false,
+  half: false,
   threads: 0,
 };
 
@@ -74,7 +130,7 @@ export const DEFAULTS: Config = {
  * about lr·η per step, far too little for ~250 steps, so the demo uses
  * SGD-momentum with a small batch (more steps per second of CPU).
  */
-export const DEMO: Partial<Config> = {
+export const DEMO: Partial<Settings> = {
   dataDir: ".datasets/selfsup-demo",
   arch: "resnet18",
   representationSize: 512,
@@ -93,43 +149,112 @@ export const DEMO: Partial<Config> = {
   uid: "demo",
 };
 
+/** Backbones and their pooled feature width. */
+export const ARCHS: Record<string, number> = {
+  resnet18: 512,
+  resnet34: 512,
+  resnet50: 2048,
+  resnet101: 2048,
+  resnet152: 2048,
+  wide_resnet50_2: 2048,
+};
+export const OPTIMIZER_BASES = ["sgd", "momentum", "adam", "adamw", "rmsprop", "adadelta"];
+export const WEIGHT_INITS = ["xavier_uniform", "xavier_normal", "orthogonal", "kaiming_normal", "kaiming_uniform"];
+export const TASKS = ["multi_augment_image_folder", "dali_multi_augment_image_folder"];
+
 /** A bad setting: reported as one line, never a stack trace. */
 export class ConfigError extends Error {
   override name = "ConfigError";
-}
-
-/** Checks what the native side cannot: combinations and ranges. */
-export function validate(c: Config): Config {
-  const positive: (keyof Config)[] = ["batchSize", "epochs", "imageSizeOverride", "numReplicas"];
-  for (const k of positive) {
-    const v = c[k] as number;
-    if (!Number.isInteger(v) || v < 1) throw new ConfigError(`--${kebab(k)} must be a positive integer, got ${v}`);
-  }
-  if (!(c.nceTemperature > 0)) throw new ConfigError(`--nce-temperature must be > 0, got ${c.nceTemperature}`);
-  if (!(c.lr > 0)) throw new ConfigError(`--lr must be > 0, got ${c.lr}`);
-  if (c.warmup < 0 || !Number.isInteger(c.warmup)) throw new ConfigError(`--warmup must be an integer >= 0`);
-  if (c.warmup >= c.epochs) {
-    throw new ConfigError(`--warmup ${c.warmup} must be shorter than --epochs ${c.epochs}`);
-  }
-  if (c.lrUpdateSchedule !== "cosine" && c.lrUpdateSchedule !== "fixed") {
-    throw new ConfigError(`--lr-update-schedule must be cosine or fixed, got ${c.lrUpdateSchedule}`);
-  }
-  if (c.numReplicas !== 1) {
-    throw new ConfigError(
-      `--num-replicas ${c.numReplicas}: multi-replica training is not available yet; pass --num-replicas 1`,
-    );
-  }
-  if (c.batchSize % c.numReplicas !== 0) {
-    throw new ConfigError(`--batch-size ${c.batchSize} is not divisible by --num-replicas ${c.numReplicas}`);
-  }
-  return c;
 }
 
 export function kebab(key: string): string {
   return key.replace(/[A-Z]/g, (m) => "-" + m.toLowerCase());
 }
 
-/** Name keying the saved weights: the uid, method and backbone. */
-export function runName(c: Config): string {
-  return [c.uid, c.method, c.arch, `bs${c.batchSize}`, `e${c.epochs}`].filter((s) => s !== "").join("_");
+function fail(msg: string): never {
+  throw new ConfigError(msg);
+}
+
+/**
+ * The configuration from explicitly given settings (`given`) over a base
+ * (defaults, or a preset): method-dependent defaults fill what was not
+ * given, a flag of the other method is an error, then every check runs.
+ */
+export function resolve(given: Partial<Settings>, base: Partial<Settings> = {}): Config {
+  const method = given.method ?? base.method ?? DEFAULTS.method;
+  if (method !== "simclr" && method !== "byol") fail(`--method must be simclr or byol, got ${method}`);
+  const other: Method = method === "simclr" ? "byol" : "simclr";
+  for (const key of METHOD_ONLY[other]) {
+    if (given[key] !== undefined) fail(`--${kebab(key)} belongs to --method ${other}, not ${method}`);
+  }
+  const s = { ...DEFAULTS, ...METHOD_DEFAULTS[method], ...base, ...given, method } as Settings;
+  validate(s);
+  return {
+    ...s,
+    worldSize: s.numReplicas,
+    rank: s.distributedRank,
+    localRank: 0,
+    batchSizePerReplica: s.batchSize / s.numReplicas,
+    // runName divides the batch per replica itself, as the reference names runs.
+    runName: referenceRunName(s),
+  };
+}
+
+function positiveInt(s: Settings, key: keyof Settings): void {
+  const v = s[key] as number;
+  if (!Number.isInteger(v) || v < 1) fail(`--${kebab(key)} must be a positive integer, got ${v}`);
+}
+
+/** Checks ranges and combinations; throws a ConfigError naming the flag. */
+export function validate(s: Settings): void {
+  for (const k of ["batchSize", "epochs", "imageSizeOverride", "numReplicas", "headLatentSize", "nceSize", "projectionSize"] as const) {
+    positiveInt(s, k);
+  }
+  if (!TASKS.includes(s.task)) fail(`unknown --task ${s.task}; choose ${TASKS.join(" or ")}`);
+  if (!(s.arch in ARCHS)) fail(`unknown --arch ${s.arch}; choose one of ${Object.keys(ARCHS).join(", ")}`);
+  if (s.representationSize !== ARCHS[s.arch]) {
+    fail(`--representation-size ${s.representationSize} does not match ${s.arch}'s ${ARCHS[s.arch]} features; use --representation-size ${ARCHS[s.arch]}`);
+  }
+  const opt = s.optimizer.trim().toLowerCase();
+  const optBase = opt.includes("lars") ? opt.split("_").at(-1)! : opt;
+  if (!OPTIMIZER_BASES.includes(optBase)) {
+    fail(`unknown --optimizer ${s.optimizer}; choose ${OPTIMIZER_BASES.join(", ")}, or lars_<one of them>`);
+  }
+  if (s.weightInitialization !== null && !WEIGHT_INITS.includes(s.weightInitialization)) {
+    fail(`unknown --weight-initialization ${s.weightInitialization}; choose one of ${WEIGHT_INITS.join(", ")}`);
+  }
+  if (!(s.nceTemperature > 0)) fail(`--nce-temperature must be > 0, got ${s.nceTemperature}`);
+  if (!(s.baseDecay >= 0 && s.baseDecay <= 1)) fail(`--base-decay must be in [0, 1], got ${s.baseDecay}`);
+  if (s.byolLoss !== "paper" && s.byolLoss !== "reference") fail(`--byol-loss must be paper or reference, got ${s.byolLoss}`);
+  if (!(s.polyakEma >= 0 && s.polyakEma < 1)) fail(`--polyak-ema must be in [0, 1), got ${s.polyakEma}`);
+  if (!(s.lr > 0)) fail(`--lr must be > 0, got ${s.lr}`);
+  if (!(s.clip >= 0)) fail(`--clip must be >= 0, got ${s.clip}`);
+  if (!(s.weightDecay >= 0)) fail(`--weight-decay must be >= 0, got ${s.weightDecay}`);
+  if (!(s.colorJitterStrength >= 0)) fail(`--color-jitter-strength must be >= 0, got ${s.colorJitterStrength}`);
+  if (s.lrUpdateSchedule !== "cosine" && s.lrUpdateSchedule !== "fixed") {
+    fail(`--lr-update-schedule must be cosine or fixed, got ${s.lrUpdateSchedule} (the reference's "step" is not implemented there either)`);
+  }
+  if (!Number.isInteger(s.warmup) || s.warmup < 0) fail(`--warmup must be an integer >= 0, got ${s.warmup}`);
+  if (s.warmup >= s.epochs) fail(`--warmup ${s.warmup} must be shorter than --epochs ${s.epochs}`);
+  if (!Number.isInteger(s.workersPerReplica) || s.workersPerReplica < 1) {
+    fail(`--workers-per-replica must be a positive integer, got ${s.workersPerReplica}`);
+  }
+  if (s.batchSize % s.numReplicas !== 0) {
+    fail(`--batch-size ${s.batchSize} is not divisible by --num-replicas ${s.numReplicas}`);
+  }
+  if (!Number.isInteger(s.distributedRank) || s.distributedRank < 0 || s.distributedRank >= s.numReplicas) {
+    fail(`--distributed-rank ${s.distributedRank} must be in [0, --num-replicas ${s.numReplicas})`);
+  }
+  if (!Number.isInteger(s.distributedPort) || s.distributedPort < 1 || s.distributedPort > 65535) {
+    fail(`--distributed-port must be a port number, got ${s.distributedPort}`);
+  }
+  if (s.seed !== null && (!Number.isInteger(s.seed) || s.seed < 0)) fail(`--seed must be an integer >= 0, got ${s.seed}`);
+}
+
+/** What this build cannot train yet; checked when training starts, not for --print-config. */
+export function checkTrainable(c: Config): void {
+  if (c.numReplicas !== 1) {
+    fail(`--num-replicas ${c.numReplicas}: multi-replica training is not available yet; pass --num-replicas 1`);
+  }
+  if (c.half) fail("--half: mixed precision is not available yet");
 }

@@ -103,7 +103,30 @@ export interface LoaderConfig {
   rank?: number;
   worldSize?: number;
   colorJitterStrength?: number;
+  /** Gaussian blur probability of view 1 and view 2 (default 0.5, 0.5). */
+  blurProb?: [number, number];
+  /** Solarisation probability of view 1 and view 2 (default 0, 0). */
+  solarizeProb?: [number, number];
   prefetch?: number;
+  /** Unreadable images are fatal instead of skipped. */
+  strict?: boolean;
+  /** Keep decoded images in memory: when they fit the budget (auto), always or never. */
+  inMemory?: "auto" | "always" | "never";
+  /** Budget for decoded images of all loaders, MiB (default: a quarter of RAM). */
+  inMemoryLimitMb?: number;
+  /** Page-locked batches for asynchronous copies to CUDA. */
+  pinMemory?: boolean;
+}
+
+/** What a loader says about its split and its current pass. */
+export interface LoaderReport {
+  samples: number;
+  classes: number;
+  inMemory: boolean;
+  cachedImages: number;
+  cachedBytes: number;
+  /** Unreadable files met in the current pass: how many, and "path: reason" of the first few. */
+  skipped: { epoch: number; count: number; examples: string[] };
 }
 
 /** Batches of an ImageFolder split, made by native worker threads. */
@@ -124,6 +147,33 @@ export class Loader extends Handle {
     const id = check(await native().selfsup_loader_next(BigInt(this.id)));
     return id === 0 ? null : new Batch(id);
   }
+  /** Sizes, in-memory state and the unreadable files of the current pass. */
+  report(): LoaderReport {
+    return JSON.parse(readText((b, c) => native().selfsup_loader_report(BigInt(this.id), b, c)));
+  }
+}
+
+/** Writes Fashion-MNIST's four IDX files (plain or .gz) in `source` as an ImageFolder at `out`; returns the image count. */
+export async function writeFashionMnist(source: string, out: string): Promise<number> {
+  const s = utf8(source), o = utf8(out);
+  return check(await native().selfsup_fashion_mnist(s, BigInt(s.length), o, BigInt(o.length)));
+}
+
+/** Data-pipeline parity tests: one piece of the pipeline (native/src/data/debug.rs) on files or tensors. */
+export async function dataDebug(what: string, spec: unknown, input: string, output: string): Promise<void> {
+  const w = utf8(what), s = utf8(JSON.stringify(spec)), i = utf8(input), o = utf8(output);
+  check(
+    await native().selfsup_data_debug(w, BigInt(w.length), s, BigInt(s.length), i, BigInt(i.length), o, BigInt(o.length)),
+  );
+}
+
+/** Images as uint8, N×C×H×W, row-major. */
+export interface Views {
+  n: number;
+  c: number;
+  h: number;
+  w: number;
+  data: Uint8Array;
 }
 
 /** Metrics of one step (means over its batch). */
@@ -142,19 +192,25 @@ function metricsOf(m: Float64Array): StepMetrics {
 
 /** Settings of a trainer; see native/src/trainer.rs and simclr.rs. */
 export interface TrainerConfig {
-  method?: "simclr";
+  method?: "simclr" | "byol";
   device?: "cpu" | "cuda";
   threads?: number;
   arch: string;
   smallStem?: boolean;
   representationSize: number;
   headLatentSize: number;
-  nceSize: number;
-  nceTemperature: number;
+  /** SimCLR */
+  nceSize?: number;
+  nceTemperature?: number;
+  /** BYOL */
+  projectionSize?: number;
+  byolLoss?: "paper" | "reference";
   numClasses: number;
   optimizer: string;
   weightDecay: number;
   clip?: number;
+  polyakEma?: number;
+  weightInitialization?: string | null;
   seed?: number;
 }
 
@@ -165,10 +221,10 @@ export class Trainer extends Handle {
     return new Trainer(check(await native().selfsup_trainer_new(j, BigInt(j.length))));
   }
 
-  /** One optimisation step on `batch` (consumed) at learning rate `lr`. */
-  async trainStep(batch: Batch, lr: number): Promise<StepMetrics> {
+  /** One optimisation step on `batch` (consumed) at learning rate `lr`; `tau` is BYOL's target decay. */
+  async trainStep(batch: Batch, lr: number, tau = 1): Promise<StepMetrics> {
     const m = new Float64Array(METRICS);
-    check(await native().selfsup_trainer_train_step(BigInt(this.id), BigInt(batch.take()), lr, m));
+    check(await native().selfsup_trainer_train_step(BigInt(this.id), BigInt(batch.take()), lr, tau, m));
     return metricsOf(m);
   }
 
@@ -177,6 +233,22 @@ export class Trainer extends Handle {
     const m = new Float64Array(METRICS);
     check(await native().selfsup_trainer_eval_step(BigInt(this.id), BigInt(batch.take()), m));
     return metricsOf(m);
+  }
+
+  /**
+   * The first min(64, B) views of the last train batch (`train1`,
+   * `train2`) or test batch (`test`), uint8 N×C×H×W as the model saw
+   * them; null before the first such batch. For the log's image grids.
+   */
+  async views(which: "train1" | "train2" | "test"): Promise<Views | null> {
+    const index = { train1: 0, train2: 1, test: 2 }[which];
+    const dims = new BigInt64Array(4);
+    const n = check(await native().selfsup_trainer_views(BigInt(this.id), index, dims, null, 0n));
+    if (n === 0) return null;
+    const data = new Uint8Array(n);
+    check(await native().selfsup_trainer_views(BigInt(this.id), index, dims, data, BigInt(n)));
+    const [N, C, H, W] = [...dims].map(Number);
+    return { n: N, c: C, h: H, w: W, data };
   }
 
   /** Every parameter and buffer, by name, as safetensors. */
@@ -197,4 +269,12 @@ export class Trainer extends Handle {
       await native().selfsup_trainer_debug_gradients(BigInt(this.id), i, BigInt(i.length), o, BigInt(o.length)),
     );
   }
+}
+
+/** Parity tests: one piece of selfsup (`loss`, `optimizer`, `backbone`) on the tensors of a safetensors file. */
+export async function debugRun(what: string, spec: unknown, input: string, output: string): Promise<void> {
+  const w = utf8(what), s = utf8(JSON.stringify(spec)), i = utf8(input), o = utf8(output);
+  check(
+    await native().selfsup_debug_run(w, BigInt(w.length), s, BigInt(s.length), i, BigInt(i.length), o, BigInt(o.length)),
+  );
 }

@@ -28,14 +28,30 @@ export const symbols = {
   selfsup_loader_start_epoch: { parameters: ["i64", "u64"], result: "i64" },
   /** (loader id) → batch id, or 0 at the end of the epoch */
   selfsup_loader_next: { parameters: ["i64"], result: "i64", nonblocking: true },
+  /** (loader id, out buffer, capacity) → length of JSON {samples, classes, inMemory, cachedImages, cachedBytes, skipped} */
+  selfsup_loader_report: { parameters: ["i64", "buffer", "usize"], result: "i64" },
+  /** (IDX folder, length, output folder, length) → images written: Fashion-MNIST as an ImageFolder */
+  selfsup_fashion_mnist: { parameters: ["buffer", "usize", "buffer", "usize"], result: "i64", nonblocking: true },
+  /** (what: crop_boxes|crop_resize|decode|augment_op|apply, JSON spec, input path, output path; each as bytes + length) → 0 */
+  selfsup_data_debug: {
+    parameters: ["buffer", "usize", "buffer", "usize", "buffer", "usize", "buffer", "usize"],
+    result: "i64",
+    nonblocking: true,
+  },
   /** (any id) → 1 if something was freed, else 0 */
   selfsup_free: { parameters: ["i64"], result: "i64" },
   /** (JSON settings, length) → trainer id */
   selfsup_trainer_new: { parameters: ["buffer", "usize"], result: "i64", nonblocking: true },
-  /** (trainer id, batch id (consumed), learning rate, out Float64Array[6]) → 0 */
-  selfsup_trainer_train_step: { parameters: ["i64", "i64", "f64", "buffer"], result: "i64", nonblocking: true },
+  /** (trainer id, batch id (consumed), learning rate, BYOL target decay τ, out Float64Array[6]) → 0 */
+  selfsup_trainer_train_step: {
+    parameters: ["i64", "i64", "f64", "f64", "buffer"],
+    result: "i64",
+    nonblocking: true,
+  },
   /** (trainer id, batch id (consumed), out Float64Array[6]) → 0 */
   selfsup_trainer_eval_step: { parameters: ["i64", "i64", "buffer"], result: "i64", nonblocking: true },
+  /** (trainer id, which: 0/1 last train batch's views, 2 last test batch, out Int64Array[4] N,C,H,W, out buffer or null, capacity) → bytes, 0 if none kept */
+  selfsup_trainer_views: { parameters: ["i64", "u32", "buffer", "buffer", "usize"], result: "i64", nonblocking: true },
   /** (trainer id, path, path length) → 0: every parameter and buffer as safetensors */
   selfsup_trainer_save_weights: { parameters: ["i64", "buffer", "usize"], result: "i64", nonblocking: true },
   /** (trainer id, path, path length) → 0 */
@@ -43,6 +59,12 @@ export const symbols = {
   /** (trainer id, input path, length, output path, length) → 0: loss and gradients, no update */
   selfsup_trainer_debug_gradients: {
     parameters: ["i64", "buffer", "usize", "buffer", "usize"],
+    result: "i64",
+    nonblocking: true,
+  },
+  /** (what: loss|optimizer|backbone, JSON spec, input path, output path; each as bytes + length) → 0 */
+  selfsup_debug_run: {
+    parameters: ["buffer", "usize", "buffer", "usize", "buffer", "usize", "buffer", "usize"],
     result: "i64",
     nonblocking: true,
   },

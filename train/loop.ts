@@ -7,10 +7,10 @@
  */
 import { join } from "node:path";
 import type { Config } from "../cli/config.ts";
-import { runName } from "../cli/config.ts";
 import { Loader, scanFolder, type StepMetrics, Trainer, version } from "../ffi/native.ts";
-import { lrAt, type Schedule, scaledLr } from "./schedule.ts";
+import { byolTau, lrAt, type Schedule, scaledLr } from "./schedule.ts";
 import { Progress } from "./progress.ts";
+import { RunLog } from "./logging.ts";
 
 /** Means of a pass: loss, SSL loss, classifier loss, top-1 and top-5 (%). */
 export type PassMetrics = Omit<StepMetrics, "samples">;
@@ -99,20 +99,27 @@ export async function train(cfg: Config, log: (line: string) => void = console.l
     headLatentSize: cfg.headLatentSize,
     nceSize: cfg.nceSize,
     nceTemperature: cfg.nceTemperature,
+    projectionSize: cfg.projectionSize,
+    byolLoss: cfg.byolLoss,
     numClasses: classes.length,
     optimizer: cfg.optimizer,
     weightDecay: cfg.weightDecay,
     clip: cfg.clip,
+    polyakEma: cfg.polyakEma,
+    weightInitialization: cfg.weightInitialization,
     seed: cfg.seed ?? 0,
   });
   const steps = cfg.debugStep ? 1 : trainLoader.length;
   const schedule: Schedule = {
-    base: scaledLr(cfg.lr, cfg.optimizer, cfg.batchSize),
+    base: scaledLr(cfg.lr, cfg.optimizer, cfg.batchSizePerReplica * cfg.worldSize),
     warmupSteps: cfg.warmup * steps,
     totalSteps: cfg.epochs * steps,
     kind: cfg.lrUpdateSchedule,
   };
-  log(`${cuda ? "cuda" : "cpu"} | ${cfg.arch} | ${steps} steps/epoch | peak lr ${schedule.base.toPrecision(4)}`);
+  log(`${cfg.method} | ${cuda ? "cuda" : "cpu"} | ${cfg.arch} | ${steps} steps/epoch | peak lr ${schedule.base.toPrecision(4)}`);
+  await using runLog = RunLog.fromConfig(cfg, (m) => console.error(m));
+  runLog.config(cfg);
+  if (runLog.dir) log(`logging to ${runLog.dir} (TensorBoard: tensorboard --logdir ${cfg.logDir})`);
   using stop = new StopFlag();
   const epochs: EpochSummary[] = [];
   let step = 0;
@@ -125,8 +132,10 @@ export async function train(cfg: Config, log: (line: string) => void = console.l
     for (let i = 0; i < steps && !stop.requested; i++) {
       const batch = await trainLoader.next();
       if (!batch) break;
-      lr = lrAt(schedule, step++);
-      const m = await trainer.trainStep(batch, lr);
+      lr = lrAt(schedule, step);
+      runLog.step(lr, step);
+      const tau = byolTau(cfg.baseDecay, step++, schedule.totalSteps);
+      const m = await trainer.trainStep(batch, lr, tau);
       if (!Number.isFinite(m.loss)) throw new Error(`the loss became ${m.loss} at step ${step}; lower --lr`);
       trainMeter.add(m);
       progress.update(i + 1, trainMeter.samples, m.loss);
@@ -144,8 +153,10 @@ export async function train(cfg: Config, log: (line: string) => void = console.l
     const testSecs = (performance.now() - t1) / 1000;
     log(summaryLine("test", 0, epoch, testMeter.samples, testSecs, testMeter.mean()));
     epochs.push({ epoch, train: trainMeter.mean(), test: testMeter.mean(), lr, seconds: trainSecs + testSecs });
+    runLog.epoch(epoch, trainMeter.mean(), testMeter.mean(), lr);
+    await runLog.augmentations(trainer, epoch);
   }
-  const weights = join(cfg.modelDir, `${runName(cfg)}.weights.safetensors`);
+  const weights = join(cfg.modelDir, `${cfg.runName}.weights.safetensors`);
   await saveAtomically(trainer, weights);
   log(`weights saved to ${weights}`);
   return { epochs, weights, stopped: stop.requested, classes };

@@ -36,3 +36,13 @@ export function lrAt(s: Schedule, k: number): number {
   const t = Math.min(1, (k - s.warmupSteps) / span);
   return s.base * 0.5 * (1 + Math.cos(Math.PI * t));
 }
+
+/**
+ * BYOL's target decay at step `k` of `total` (Grill et al. 2020, §3.2):
+ * τ = 1 − (1 − τ_base)·(cos(πk/K) + 1)/2, from τ_base up to 1, per step
+ * (the reference kept the step count out of its checkpoints).
+ */
+export function byolTau(base: number, k: number, total: number): number {
+  const t = Math.min(k, total) / Math.max(1, total);
+  return 1 - (1 - base) * (Math.cos(Math.PI * t) + 1) / 2;
+}

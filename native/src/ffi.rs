@@ -172,6 +172,46 @@ pub extern "C" fn selfsup_loader_next(id: i64) -> i64 {
     })
 }
 
+/// JSON of the loader's report (data/loader.rs Report) into `buf`: sizes,
+/// in-memory state and the unreadable files of the current pass.
+#[no_mangle]
+pub unsafe extern "C" fn selfsup_loader_report(id: i64, buf: *mut u8, cap: usize) -> i64 {
+    guard(|| {
+        let report = loader(id)?.lock().map_err(|_| anyhow!("loader poisoned"))?.report();
+        Ok(write_text(&serde_json::to_string(&report)?, buf, cap))
+    })
+}
+
+/// Writes Fashion-MNIST's IDX files in `source` as an ImageFolder at `out`
+/// (which must not exist); returns the number of images written.
+#[no_mangle]
+pub unsafe extern "C" fn selfsup_fashion_mnist(source: *const u8, source_len: usize, out: *const u8, out_len: usize) -> i64 {
+    guard(|| {
+        let (src, out) = (PathBuf::from(text(source, source_len)?), PathBuf::from(text(out, out_len)?));
+        let done = crate::data::idx::fashion_mnist_to_folder(&src, &out)?;
+        Ok((done.train + done.test) as i64)
+    })
+}
+
+/// Parity tests of the data pipeline: data::debug::run(what, spec, input, output).
+#[no_mangle]
+pub unsafe extern "C" fn selfsup_data_debug(
+    what: *const u8,
+    what_len: usize,
+    spec: *const u8,
+    spec_len: usize,
+    input: *const u8,
+    input_len: usize,
+    output: *const u8,
+    output_len: usize,
+) -> i64 {
+    guard(|| {
+        let (i, o) = (PathBuf::from(text(input, input_len)?), PathBuf::from(text(output, output_len)?));
+        crate::data::debug::run(text(what, what_len)?, text(spec, spec_len)?, &i, &o)?;
+        Ok(0)
+    })
+}
+
 /// Frees a loader, trainer or unused batch.
 #[no_mangle]
 pub extern "C" fn selfsup_free(id: i64) -> i64 {
@@ -194,14 +234,14 @@ pub unsafe extern "C" fn selfsup_trainer_new(cfg: *const u8, len: usize) -> i64 
     })
 }
 
-/// One training step on batch `batch` (consumed) at learning rate `lr`;
-/// fills `metrics` (METRICS f64s).
+/// One training step on batch `batch` (consumed) at learning rate `lr`
+/// and BYOL target decay `tau`; fills `metrics` (METRICS f64s).
 #[no_mangle]
-pub unsafe extern "C" fn selfsup_trainer_train_step(id: i64, batch: i64, lr: f64, metrics: *mut f64) -> i64 {
+pub unsafe extern "C" fn selfsup_trainer_train_step(id: i64, batch: i64, lr: f64, tau: f64, metrics: *mut f64) -> i64 {
     guard(|| {
         let t = trainer(id)?;
         let b = take_batch(batch)?;
-        let m = t.call(move |s| s.train_step(b, lr))?;
+        let m = t.call(move |s| s.train_step(b, lr, tau))?;
         write_metrics(&m, metrics)?;
         Ok(0)
     })
@@ -216,6 +256,26 @@ pub unsafe extern "C" fn selfsup_trainer_eval_step(id: i64, batch: i64, metrics:
         let m = t.call(move |s| s.eval_step(b))?;
         write_metrics(&m, metrics)?;
         Ok(0)
+    })
+}
+
+/// The views kept for the log's image grids (trainer.rs `shown_views`):
+/// N, C, H, W into `dims` (4 i64), up to `cap` uint8 bytes into `buf`
+/// (may be null); returns the byte length, 0 when nothing is kept yet.
+#[no_mangle]
+pub unsafe extern "C" fn selfsup_trainer_views(id: i64, which: u32, dims: *mut i64, buf: *mut u8, cap: usize) -> i64 {
+    guard(|| {
+        if dims.is_null() {
+            bail!("null dims buffer");
+        }
+        let Some((shape, bytes)) = trainer(id)?.call(move |s| s.shown_views(which as usize))? else {
+            return Ok(0);
+        };
+        std::ptr::copy_nonoverlapping(shape.as_ptr(), dims, 4);
+        if !buf.is_null() {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), buf, bytes.len().min(cap));
+        }
+        Ok(bytes.len() as i64)
     })
 }
 
@@ -249,6 +309,31 @@ pub unsafe extern "C" fn selfsup_trainer_debug_gradients(
     guard(|| {
         let (i, o) = (PathBuf::from(text(input, input_len)?), PathBuf::from(text(output, output_len)?));
         trainer(id)?.call(move |s| s.debug_gradients(&i, &o))?;
+        Ok(0)
+    })
+}
+
+/// Parity tests: runs debug::{loss, optimizer, backbone} (`what`) with a
+/// JSON spec on the tensors of `input`, writing `output`.
+#[no_mangle]
+pub unsafe extern "C" fn selfsup_debug_run(
+    what: *const u8,
+    what_len: usize,
+    spec: *const u8,
+    spec_len: usize,
+    input: *const u8,
+    input_len: usize,
+    output: *const u8,
+    output_len: usize,
+) -> i64 {
+    guard(|| {
+        let (spec, i, o) = (text(spec, spec_len)?, PathBuf::from(text(input, input_len)?), PathBuf::from(text(output, output_len)?));
+        match text(what, what_len)? {
+            "loss" => crate::debug::loss(spec, &i, &o)?,
+            "optimizer" => crate::debug::optimizer(spec, &i, &o)?,
+            "backbone" => crate::debug::backbone(spec, &i, &o)?,
+            other => bail!("unknown debug entry {other:?}"),
+        }
         Ok(0)
     })
 }

@@ -1,9 +1,13 @@
-//! selfsup's native core: self-supervised training (SimCLR) on libtorch
+//! selfsup's native core: self-supervised training (SimCLR, BYOL) on libtorch
 //! through tch, loaded by the Deno front end over a plain C ABI (ffi.rs).
 pub mod augment;
+pub mod byol;
 pub mod data;
+pub mod debug;
+pub mod ema;
 pub mod ffi;
 pub mod losses;
+pub mod model;
 pub mod nn;
 pub mod optim;
 pub mod simclr;

@@ -2,7 +2,7 @@
 //! host batches, returning metrics.
 use crate::augment;
 use crate::data::loader::Batch;
-use crate::simclr::{images_to_device, labels_to_device, SimClr, SimClrConfig};
+use crate::model::{Model, ModelConfig};
 use crate::thread::Owner;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
@@ -12,8 +12,6 @@ use tch::{Device, Kind, Tensor};
 #[derive(Clone, Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TrainerConfig {
-    #[serde(default = "default_method")]
-    pub method: String,
     /// "cpu" or "cuda" (device index from the local rank later).
     #[serde(default = "default_device")]
     pub device: String,
@@ -21,12 +19,9 @@ pub struct TrainerConfig {
     #[serde(default)]
     pub threads: i32,
     #[serde(flatten)]
-    pub simclr: SimClrConfig,
+    pub model: ModelConfig,
 }
 
-fn default_method() -> String {
-    "simclr".into()
-}
 fn default_device() -> String {
     "cpu".into()
 }
@@ -35,8 +30,16 @@ fn default_device() -> String {
 /// top-5, samples in the batch.
 pub const METRICS: usize = 6;
 
+/// How many views of a batch are kept for the log's image grids (the
+/// reference shows the first min(64, B) of the last batch of a pass).
+pub const SHOWN_VIEWS: i64 = 64;
+
 pub struct State {
-    model: SimClr,
+    model: Model,
+    /// The first views of the last train batch (view 1, view 2) and of the
+    /// last test batch, as uint8 on the device: small, and copied to the
+    /// host only when the log asks, once an epoch.
+    shown: [Option<Tensor>; 3],
 }
 
 fn device_of(name: &str) -> Result<Device> {
@@ -49,15 +52,12 @@ fn device_of(name: &str) -> Result<Device> {
 }
 
 pub fn spawn(cfg: TrainerConfig) -> Result<Owner<State>> {
-    if cfg.method != "simclr" {
-        bail!("--method {} is not available yet; use simclr", cfg.method);
-    }
     Owner::spawn("selfsup-trainer", move || {
         if cfg.threads > 0 {
             tch::set_num_threads(cfg.threads);
         }
         let device = device_of(&cfg.device)?;
-        Ok(State { model: SimClr::new(cfg.simclr, device)? })
+        Ok(State { model: Model::new(cfg.model, device)?, shown: [None, None, None] })
     })
 }
 
@@ -68,25 +68,18 @@ fn fill(out: &mut [f64; METRICS], values: Vec<f64>, n: usize) {
 
 impl State {
     fn views(&self, batch: &Batch) -> Result<(Tensor, Tensor)> {
-        if batch.views.len() != 2 {
-            bail!("a training step needs a batch with two augmented views");
-        }
-        let dev = self.model.device();
-        let mut out = Vec::new();
-        for (bytes, params) in batch.views.iter().zip(&batch.params) {
-            let x = images_to_device(bytes, batch.n, batch.size, dev)?;
-            let p = Tensor::from_slice(params).f_view([batch.n as i64, augment::NPARAMS as i64])?.f_to_device(dev)?;
-            out.push(augment::apply(&x, &p)?);
-        }
-        let v2 = out.pop().context("missing view")?;
-        Ok((out.pop().context("missing view")?, v2))
+        augment::views_on_device(batch, self.model.device())
     }
 
-    pub fn train_step(&mut self, batch: Batch, lr: f64) -> Result<[f64; METRICS]> {
+    /// One step at learning rate `lr`; `tau` is BYOL's target decay.
+    pub fn train_step(&mut self, batch: Batch, lr: f64, tau: f64) -> Result<[f64; METRICS]> {
         let (v1, v2) = self.views(&batch)?;
+        self.shown[0] = Some(shown(&v1)?);
+        self.shown[1] = Some(shown(&v2)?);
         let labels = labels_to_device(&batch.labels, self.model.device())?;
         let m = self.model.train_losses(&v1, &v2, &labels)?;
-        self.model.apply_gradients(&m, lr)?;
+        self.model.backward(&m)?;
+        self.model.update(lr, tau)?;
         let mut out = [0.0; METRICS];
         fill(&mut out, m.to_vec()?, batch.n);
         Ok(out)
@@ -94,12 +87,24 @@ impl State {
 
     pub fn eval_step(&mut self, batch: Batch) -> Result<[f64; METRICS]> {
         let dev = self.model.device();
-        let x = images_to_device(&batch.views[0], batch.n, batch.size, dev)?.f_to_kind(Kind::Float)?.f_div_scalar(255.0)?;
+        let x = augment::images_on_device(&batch, dev)?;
+        self.shown[2] = Some(shown(&x)?);
         let labels = labels_to_device(&batch.labels, dev)?;
         let m = self.model.eval_losses(&x, &labels)?;
         let mut out = [0.0; METRICS];
         fill(&mut out, m.to_vec()?, batch.n);
         Ok(out)
+    }
+
+    /// The kept views `which` (0, 1: the last train batch's views; 2: the
+    /// last test batch) as N, C, H, W and uint8 bytes; None before any.
+    pub fn shown_views(&self, which: usize) -> Result<Option<([i64; 4], Vec<u8>)>> {
+        let Some(t) = self.shown.get(which).context("views: which must be 0, 1 (train) or 2 (test)")? else {
+            return Ok(None);
+        };
+        let dims: [i64; 4] = t.size().try_into().map_err(|_| anyhow::anyhow!("kept views are not N,C,H,W"))?;
+        let host = t.f_to_device(Device::Cpu)?.f_contiguous()?.f_view([-1])?;
+        Ok(Some((dims, Vec::<u8>::try_from(&host)?)))
     }
 
     /// Every parameter and buffer, by name, to a safetensors file.
@@ -126,8 +131,7 @@ impl State {
         };
         let (v1, v2, labels) = (get("view1")?, get("view2")?, get("labels")?.f_to_kind(Kind::Int64)?);
         let m = self.model.train_losses(&v1, &v2, &labels)?;
-        crate::optim::zero_grad(&mut self.model.params)?;
-        m.loss.f_backward()?;
+        self.model.backward(&m)?;
         let mut out = vec![
             ("loss".to_string(), m.loss.f_detach()?),
             ("ssl_loss".to_string(), m.ssl_loss.f_detach()?),
@@ -139,4 +143,15 @@ impl State {
         Tensor::write_safetensors(&out, output).with_context(|| format!("cannot write {}", output.display()))?;
         crate::optim::zero_grad(&mut self.model.params)
     }
+}
+
+/// The first SHOWN_VIEWS images of float views in [0, 1], as uint8.
+fn shown(views: &Tensor) -> Result<Tensor> {
+    let k = views.size()[0].min(SHOWN_VIEWS);
+    let x = views.f_narrow(0, 0, k)?.f_detach()?.f_mul_scalar(255.0)?.f_round()?;
+    Ok(x.f_clamp(0.0, 255.0)?.f_to_kind(Kind::Uint8)?)
+}
+
+fn labels_to_device(labels: &[i64], device: Device) -> Result<Tensor> {
+    Ok(Tensor::from_slice(labels).f_to_device(device)?)
 }

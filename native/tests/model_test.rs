@@ -86,7 +86,7 @@ fn lars_adapts_and_decays_weights_but_not_biases() {
     loss.backward();
     let mut params = vec![Param::new("w".into(), w.shallow_clone()), Param::new("b".into(), b.shallow_clone())];
     assert!(params[0].decay && !params[1].decay);
-    let opt = optim::parse("lars_momentum", 0.1).unwrap();
+    let mut opt = optim::parse("lars_momentum", 0.1).unwrap();
     opt.step(&mut params, 0.5).unwrap();
     // g' = g + 0.1·w = [0.9, 1.2] (norm 1.5); trust = 0.001·5/1.5; w -= 0.5·trust·g'
     let trust = 0.001 * 5.0 / 1.5;

@@ -70,15 +70,7 @@ def make(weights_path, inputs_path, ref_path):
 def compare(ref_path, native_path):
     import json
 
-    ref, nat = st.load(ref_path), st.load(native_path)
-    missing = sorted(set(ref) ^ set(nat))
-    report = {}
-    for k in sorted(set(ref) & set(nat)):
-        a, b = nat[k].double(), ref[k].double()
-        scale = b.abs().max().item()
-        diff = (a - b).abs().max().item()
-        report[k] = {"rel": diff / scale if scale > 0 else diff, "abs": diff, "scale": scale}
-    print(json.dumps({"errors": report, "unmatched": missing}))
+    print(json.dumps(st.report(ref_path, native_path)))
 
 
 if __name__ == "__main__":

@@ -37,3 +37,18 @@ def save(tensors, path):
     h += b" " * (-len(h) % 8)
     with open(path, "wb") as f:
         f.write(struct.pack("<Q", len(h)) + h + b"".join(chunks))
+
+
+def report(ref_path, native_path, ignore=()):
+    """JSON-ready {name: {rel, abs, scale}} for tensors in both files, plus
+    names found in only one: rel = max|a-b| / max|b| (abs when b is 0).
+    Names starting with a prefix in `ignore` are left out."""
+    keep = lambda d: {k: v for k, v in d.items() if not k.startswith(tuple(ignore))}
+    ref, nat = keep(load(ref_path)), keep(load(native_path))
+    out = {}
+    for k in sorted(set(ref) & set(nat)):
+        a, b = nat[k].double(), ref[k].double()
+        scale = b.abs().max().item() if b.numel() else 0.0
+        diff = (a - b).abs().max().item() if b.numel() else 0.0
+        out[k] = {"rel": diff / scale if scale > 0 else diff, "abs": diff, "scale": scale}
+    return {"errors": out, "unmatched": sorted(set(ref) ^ set(nat))}

@@ -54,3 +54,58 @@ impl Init {
         self.normal(dims, (2.0 / fan_out as f64).sqrt())
     }
 }
+
+/// `--weight-initialization` schemes of the reference (helpers/layers.py
+/// init_weights), with torch.nn.init's default arguments.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Scheme {
+    XavierUniform,
+    XavierNormal,
+    Orthogonal,
+    KaimingNormal,
+    KaimingUniform,
+}
+
+pub const SCHEMES: &str = "xavier_uniform, xavier_normal, orthogonal, kaiming_normal, kaiming_uniform";
+
+impl Scheme {
+    pub fn parse(name: &str) -> anyhow::Result<Scheme> {
+        Ok(match name {
+            "xavier_uniform" => Scheme::XavierUniform,
+            "xavier_normal" => Scheme::XavierNormal,
+            "orthogonal" => Scheme::Orthogonal,
+            "kaiming_normal" => Scheme::KaimingNormal,
+            "kaiming_uniform" => Scheme::KaimingUniform,
+            _ => anyhow::bail!("unknown --weight-initialization {name:?}; choose one of {SCHEMES}"),
+        })
+    }
+}
+
+impl Init {
+    /// New values for a conv/linear weight under `scheme`.
+    pub fn scheme(&mut self, scheme: Scheme, dims: &[i64]) -> Result<Tensor> {
+        let receptive: i64 = dims.iter().skip(2).product();
+        let (fan_in, fan_out) = ((dims[1] * receptive) as f64, (dims[0] * receptive) as f64);
+        // kaiming_* default: a = 0, mode fan_in, leaky_relu → gain √2
+        match scheme {
+            Scheme::XavierUniform => self.uniform(dims, (6.0 / (fan_in + fan_out)).sqrt()),
+            Scheme::XavierNormal => self.normal(dims, (2.0 / (fan_in + fan_out)).sqrt()),
+            Scheme::KaimingNormal => self.normal(dims, (2.0 / fan_in).sqrt()),
+            Scheme::KaimingUniform => self.uniform(dims, (6.0 / fan_in).sqrt()),
+            Scheme::Orthogonal => {
+                // torch.nn.init.orthogonal_: QR of a normal matrix, signs fixed by diag(R).
+                let (rows, cols) = (dims[0], dims.iter().skip(1).product::<i64>());
+                let mut a = self.normal(&[rows, cols], 1.0)?.f_to_device(Device::Cpu)?;
+                if rows < cols {
+                    a = a.f_transpose(0, 1)?;
+                }
+                let (mut q, r) = Tensor::f_linalg_qr(&a, "reduced")?;
+                q = q.f_mul(&r.f_diagonal(0, 0, 1)?.f_sign()?)?;
+                if rows < cols {
+                    q = q.f_transpose(0, 1)?;
+                }
+                Ok(q.f_contiguous()?.f_reshape(dims)?.f_to_device(self.device)?)
+            }
+        }
+    }
+}

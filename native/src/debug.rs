@@ -1,0 +1,149 @@
+//! Entry points for the parity tests against PyTorch: each reads tensors
+//! from a safetensors file, runs one piece of selfsup on them, and writes
+//! the results to another, so a Python script can compare.
+use crate::byol::{byol_loss, LossNorm};
+use crate::losses::{nt_xent, Gathered};
+use crate::nn::init::Init;
+use crate::nn::resnet::ResNet;
+use crate::optim::{self, Param};
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+use tch::{nn::VarStore, Device, Tensor};
+
+fn read(path: &Path) -> Result<BTreeMap<String, Tensor>> {
+    Ok(Tensor::read_safetensors(path).with_context(|| format!("cannot read {}", path.display()))?.into_iter().collect())
+}
+
+fn write(path: &Path, out: Vec<(String, Tensor)>) -> Result<()> {
+    let out = out.into_iter().map(|(n, t)| Ok((n, t.f_detach()?.f_contiguous()?))).collect::<Result<Vec<_>>>()?;
+    Tensor::write_safetensors(&out, path).with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn get<'a>(m: &'a BTreeMap<String, Tensor>, k: &str) -> Result<&'a Tensor> {
+    m.get(k).with_context(|| format!("input has no tensor {k:?}"))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", tag = "loss")]
+enum LossSpec {
+    /// z1, z2 (and the gathered z1_all, z2_all with `offset` when present).
+    NtXent { temperature: f64, offset: Option<i64> },
+    /// p1, p2, z1t, z2t.
+    Byol { norm: String },
+}
+
+/// A loss and its gradients with respect to every input.
+pub fn loss(spec: &str, input: &Path, output: &Path) -> Result<()> {
+    let spec: LossSpec = serde_json::from_str(spec).context("invalid loss spec")?;
+    let t = read(input)?;
+    let leaf = |k: &str| -> Result<Tensor> { Ok(get(&t, k)?.f_detach_copy()?.set_requires_grad(true)) };
+    let (value, inputs) = match spec {
+        LossSpec::NtXent { temperature, offset } => {
+            let (z1, z2) = (leaf("z1")?, leaf("z2")?);
+            match offset {
+                Some(offset) => {
+                    let (a1, a2) = (leaf("z1_all")?, leaf("z2_all")?);
+                    let g = Gathered { z1_all: &a1, z2_all: &a2, offset };
+                    (nt_xent(&z1, &z2, Some(g), temperature)?, vec![("z1", z1), ("z2", z2), ("z1_all", a1), ("z2_all", a2)])
+                }
+                None => (nt_xent(&z1, &z2, None, temperature)?, vec![("z1", z1), ("z2", z2)]),
+            }
+        }
+        LossSpec::Byol { norm } => {
+            let norm = match norm.as_str() {
+                "paper" => LossNorm::Paper,
+                "reference" => LossNorm::Reference,
+                _ => bail!("unknown norm {norm}"),
+            };
+            let (p1, p2, z1, z2) = (leaf("p1")?, leaf("p2")?, leaf("z1t")?, leaf("z2t")?);
+            (byol_loss(&p1, &p2, &z1, &z2, norm)?, vec![("p1", p1), ("p2", p2), ("z1t", z1), ("z2t", z2)])
+        }
+    };
+    value.f_backward()?;
+    let mut out = vec![("loss".to_string(), value)];
+    for (name, x) in inputs {
+        let g = x.grad();
+        out.push((format!("grad.{name}"), if g.defined() { g } else { x.f_zeros_like()? }));
+    }
+    write(output, out)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct OptimizerSpec {
+    optimizer: String,
+    weight_decay: f64,
+    lr: f64,
+    steps: usize,
+}
+
+/// `steps` updates of the tensors `param.<name>` with gradients
+/// `grad<k>.<name>`; writes the parameters after each step as
+/// `step<k>.<name>`.
+pub fn optimizer(spec: &str, input: &Path, output: &Path) -> Result<()> {
+    let spec: OptimizerSpec = serde_json::from_str(spec).context("invalid optimizer spec")?;
+    let t = read(input)?;
+    let mut opt = optim::parse(&spec.optimizer, spec.weight_decay)?;
+    let mut params: Vec<Param> = t
+        .iter()
+        .filter_map(|(k, v)| k.strip_prefix("param.").map(|n| (n.to_string(), v)))
+        .map(|(n, v)| Ok(Param::new(n, v.f_detach_copy()?.set_requires_grad(true))))
+        .collect::<Result<_>>()?;
+    let mut out = Vec::new();
+    for k in 0..spec.steps {
+        for p in &params {
+            let mut g = p.tensor.grad();
+            let new = get(&t, &format!("grad{k}.{}", p.name))?;
+            if g.defined() {
+                g.f_copy_(new)?;
+            } else {
+                // Give the leaf a gradient: backward of Σ w·g is g.
+                (&p.tensor * new).f_sum(tch::Kind::Float)?.f_backward()?;
+            }
+        }
+        opt.step(&mut params, spec.lr)?;
+        for p in &params {
+            out.push((format!("step{k}.{}", p.name), p.tensor.f_detach_copy()?));
+        }
+    }
+    write(output, out)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BackboneSpec {
+    arch: String,
+    #[serde(default)]
+    small_stem: bool,
+    #[serde(default)]
+    seed: u64,
+}
+
+/// Builds a backbone, writes its initial state (`state.<name>`), its eval
+/// features, its train-mode features, and its BN buffers after that
+/// forward (`after.<name>`: running statistics updated), for `images`.
+pub fn backbone(spec: &str, input: &Path, output: &Path) -> Result<()> {
+    let spec: BackboneSpec = serde_json::from_str(spec).context("invalid backbone spec")?;
+    let images = get(&read(input)?, "images")?.shallow_clone();
+    let vs = VarStore::new(Device::Cpu);
+    let mut init = Init::new(spec.seed, Device::Cpu);
+    let net = ResNet::new(&vs.root(), &mut init, &spec.arch, spec.small_stem)?;
+    let state = |prefix: &str, buffers_only: bool| -> Result<Vec<(String, Tensor)>> {
+        let mut v: Vec<(String, Tensor)> = vs
+            .variables()
+            .into_iter()
+            .filter(|(_, t)| !(buffers_only && t.requires_grad()))
+            .map(|(n, t)| Ok((format!("{prefix}.{n}"), t.f_detach_copy()?)))
+            .collect::<Result<_>>()?;
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(v)
+    };
+    let mut out = state("state", false)?;
+    let _g = tch::no_grad_guard();
+    out.push(("features.eval".into(), net.forward(&images, false)?));
+    out.push(("features.train".into(), net.forward(&images, true)?));
+    out.extend(state("after", true)?);
+    write(output, out)
+}

@@ -1,0 +1,224 @@
+//! What SimCLR and BYOL share: the online parameters and their optimizer,
+//! the online linear classifier on detached features (its cross-entropy
+//! is added to the loss, REFERENCE.md §2.6), the Polyak average for
+//! evaluation, and the update.
+use crate::byol::Byol;
+use crate::ema::Polyak;
+use crate::losses::topk_percent;
+use crate::nn::init::{Init, Scheme};
+use crate::nn::layers::Linear;
+use crate::nn::resnet::feature_size;
+use crate::optim::{self, Optimizer, Param};
+use crate::simclr::SimClr;
+use anyhow::{bail, Result};
+use serde::Deserialize;
+use tch::{nn::VarStore, Device, Reduction, Tensor};
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelConfig {
+    #[serde(default = "simclr")]
+    pub method: String,
+    pub arch: String,
+    #[serde(default)]
+    pub small_stem: bool,
+    pub representation_size: i64,
+    pub head_latent_size: i64,
+    /// SimCLR: projection head output and NT-Xent temperature.
+    #[serde(default = "nce_size")]
+    pub nce_size: i64,
+    #[serde(default = "nce_temperature")]
+    pub nce_temperature: f64,
+    /// BYOL: projector/predictor output and which loss normalisation.
+    #[serde(default = "projection_size")]
+    pub projection_size: i64,
+    #[serde(default = "paper")]
+    pub byol_loss: String,
+    pub num_classes: i64,
+    pub optimizer: String,
+    pub weight_decay: f64,
+    #[serde(default)]
+    pub clip: f64,
+    #[serde(default)]
+    pub polyak_ema: f64,
+    #[serde(default)]
+    pub weight_initialization: Option<String>,
+    #[serde(default)]
+    pub seed: u64,
+}
+
+fn simclr() -> String {
+    "simclr".into()
+}
+fn paper() -> String {
+    "paper".into()
+}
+fn nce_size() -> i64 {
+    128
+}
+fn nce_temperature() -> f64 {
+    0.1
+}
+fn projection_size() -> i64 {
+    256
+}
+
+/// Scalars of one step, as the FFI hands them to TypeScript.
+pub struct Metrics {
+    pub loss: Tensor,
+    pub ssl_loss: Tensor,
+    pub linear_loss: Tensor,
+    pub top1: Tensor,
+    pub top5: Tensor,
+}
+
+impl Metrics {
+    pub fn to_vec(&self) -> Result<Vec<f64>> {
+        [&self.loss, &self.ssl_loss, &self.linear_loss, &self.top1, &self.top5]
+            .iter()
+            .map(|t| Ok(t.f_double_value(&[])?))
+            .collect()
+    }
+}
+
+/// A method's networks: features and SSL loss for two views.
+pub enum Net {
+    SimClr(SimClr),
+    Byol(Byol),
+}
+
+pub struct Model {
+    pub vs: VarStore,
+    pub params: Vec<Param>,
+    pub net: Net,
+    classifier: Linear,
+    pub opt: Optimizer,
+    pub polyak: Option<Polyak>,
+    cfg: ModelConfig,
+}
+
+impl Model {
+    pub fn new(cfg: ModelConfig, device: Device) -> Result<Self> {
+        let features = feature_size(&cfg.arch)?;
+        if cfg.representation_size != features {
+            bail!(
+                "--representation-size {} does not match {}'s {} features; use --representation-size {}",
+                cfg.representation_size,
+                cfg.arch,
+                features,
+                features
+            );
+        }
+        if cfg.num_classes < 1 {
+            bail!("the data set has no classes");
+        }
+        let scheme = cfg.weight_initialization.as_deref().map(Scheme::parse).transpose()?;
+        let opt = optim::parse(&cfg.optimizer, cfg.weight_decay)?;
+        let vs = VarStore::new(device);
+        let root = vs.root();
+        let mut init = Init::new(cfg.seed, device);
+        let online = match cfg.method.as_str() {
+            "simclr" => Net::SimClr(SimClr::new(&root, &mut init, &cfg, features)?),
+            "byol" => Net::Byol(Byol::new(&root, &mut init, &cfg, features)?),
+            m => bail!("unknown --method {m:?}; choose simclr or byol"),
+        };
+        let classifier = Linear::new(&(&root / "linear_classifier"), &mut init, features, cfg.num_classes)?;
+        if let Some(s) = scheme {
+            reinitialise(&vs, &mut init, s)?;
+        }
+        let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        let params: Vec<Param> = named.into_iter().map(|(n, t)| Param::new(n, t)).collect();
+        // Copies are made after any re-initialisation (the reference seeded
+        // its EMAs before it, defect 23).
+        let net = match online {
+            Net::Byol(mut b) => {
+                b.make_target(&vs)?;
+                Net::Byol(b)
+            }
+            n => n,
+        };
+        let polyak = if cfg.polyak_ema > 0.0 { Some(Polyak::new(&params, cfg.polyak_ema)?) } else { None };
+        Ok(Model { vs, params, net, classifier, opt, polyak, cfg })
+    }
+
+    pub fn device(&self) -> Device {
+        self.vs.device()
+    }
+
+    /// Forward of a training batch (two augmented views), classifier on
+    /// both views' detached features.
+    pub fn train_losses(&mut self, v1: &Tensor, v2: &Tensor, labels: &Tensor) -> Result<Metrics> {
+        let (ssl, h1, h2) = match &mut self.net {
+            Net::SimClr(n) => n.train_forward(v1, v2)?,
+            Net::Byol(n) => n.train_forward(v1, v2)?,
+        };
+        let feats = Tensor::f_cat(&[h1.f_detach()?, h2.f_detach()?], 0)?;
+        let targets = Tensor::f_cat(&[labels, labels], 0)?;
+        self.with_classifier(ssl, &feats, &targets)
+    }
+
+    /// Forward of a test batch in eval mode, under the Polyak weights when
+    /// kept; the single resized image is both views, as in the reference.
+    pub fn eval_losses(&mut self, x: &Tensor, labels: &Tensor) -> Result<Metrics> {
+        let _g = tch::no_grad_guard();
+        let run = |m: &Model| -> Result<Metrics> {
+            let (ssl, h) = match &m.net {
+                Net::SimClr(n) => n.eval_forward(x)?,
+                Net::Byol(n) => n.eval_forward(x)?,
+            };
+            m.with_classifier(ssl, &h, labels)
+        };
+        match &self.polyak {
+            Some(p) => p.swapped(&self.params, || run(self)),
+            None => run(self),
+        }
+    }
+
+    fn with_classifier(&self, ssl: Tensor, feats: &Tensor, targets: &Tensor) -> Result<Metrics> {
+        let logits = self.classifier.forward(feats)?;
+        let ce = logits.f_cross_entropy_loss::<Tensor>(targets, None, Reduction::Mean, -100, 0.0)?;
+        let acc = topk_percent(&logits.f_detach()?, targets, &[1, 5])?;
+        let loss = &ssl + &ce;
+        Ok(Metrics { loss, ssl_loss: ssl, linear_loss: ce, top1: acc[0].shallow_clone(), top5: acc[1].shallow_clone() })
+    }
+
+    pub fn backward(&mut self, m: &Metrics) -> Result<()> {
+        optim::zero_grad(&mut self.params)?;
+        m.loss.f_backward()?;
+        Ok(())
+    }
+
+    /// Value clipping, the optimizer step, then the averages that follow
+    /// the new weights (BYOL's target with decay `tau`, the Polyak EMA).
+    pub fn update(&mut self, lr: f64, tau: f64) -> Result<()> {
+        if self.cfg.clip > 0.0 {
+            optim::clip_grad_value(&self.params, self.cfg.clip)?;
+        }
+        self.opt.step(&mut self.params, lr)?;
+        if let Net::Byol(b) = &self.net {
+            b.update_target(&self.vs, tau)?;
+        }
+        if let Some(p) = &self.polyak {
+            p.update(&self.params)?;
+        }
+        Ok(())
+    }
+}
+
+/// Applies `scheme` to every conv/linear weight (ndim ≥ 2) and zeroes the
+/// bias beside it, as the reference's init_weights.
+fn reinitialise(vs: &VarStore, init: &mut Init, scheme: Scheme) -> Result<()> {
+    let _g = tch::no_grad_guard();
+    let vars = vs.variables();
+    let mut names: Vec<&String> = vars.keys().filter(|n| n.ends_with(".weight") && vars[*n].dim() >= 2).collect();
+    names.sort();
+    for name in names {
+        let w = &vars[name];
+        w.shallow_clone().f_copy_(&init.scheme(scheme, &w.size())?)?;
+        if let Some(b) = vars.get(&format!("{}.bias", name.trim_end_matches(".weight"))) {
+            let _ = b.shallow_clone().f_zero_()?;
+        }
+    }
+    Ok(())
+}
