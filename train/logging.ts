@@ -6,11 +6,10 @@
  * does nothing. docs/OUTPUTS.md lists every tag.
  *
  * ```ts
- * const log = RunLog.fromConfig(cfg);
+ * await using log = RunLog.fromConfig(cfg);
  * log.config(cfg);
  * log.step(lr, step);
  * log.epoch(epoch, train, test, lr);
- * await log.close();
  * ```
  *
  * @module
@@ -35,6 +34,11 @@ export interface RunLogOptions {
   visdomPort?: number | null;
   /** Where a visdom failure is reported (once). */
   warn?: (message: string) => void;
+}
+
+/** Where the views come from: the Trainer (ffi/native.ts). */
+export interface ViewSource {
+  views(which: "train1" | "train2" | "test"): Promise<ImageBatch | null>;
 }
 
 /** The per-step learning-rate tag (the reference logs the LR per epoch only). */
@@ -66,16 +70,15 @@ export class RunLog {
     }
   }
 
-  /** The log of a run configured by `cfg` (keys `logDir`, `visdomUrl`, `visdomPort`, `method`). */
-  static fromConfig(cfg: Config, rank = 0, warn?: (message: string) => void): RunLog {
-    const c = cfg as unknown as Record<string, unknown>;
+  /** The log of the run `cfg` describes, on its rank. */
+  static fromConfig(cfg: Config, warn?: (message: string) => void): RunLog {
     return new RunLog({
-      method: c.method === "byol" ? "byol" : "simclr",
-      logDir: typeof c.logDir === "string" && c.logDir !== "" ? c.logDir : "runs",
-      name: runName(cfg),
-      rank,
-      visdomUrl: (c.visdomUrl as string | null | undefined) ?? null,
-      visdomPort: (c.visdomPort as number | null | undefined) ?? null,
+      method: cfg.method,
+      logDir: cfg.logDir || "runs",
+      name: cfg.runName || runName(cfg),
+      rank: cfg.rank,
+      visdomUrl: cfg.visdomUrl,
+      visdomPort: cfg.visdomPort,
       warn,
     });
   }
@@ -137,6 +140,18 @@ export class RunLog {
   }
 
   /**
+   * The grids of the epoch's last train batch (both views) and last test
+   * batch, whose one view is shown twice: the reference's two test
+   * "views" are the same deterministic resize.
+   */
+  async augmentations(source: ViewSource, epoch: number): Promise<void> {
+    if (!this.#events) return;
+    const [v1, v2, test] = [await source.views("train1"), await source.views("train2"), await source.views("test")];
+    if (v1 && v2) this.images("train", [v1, v2], epoch);
+    if (test) this.images("test", [test, test], epoch);
+  }
+
+  /**
    * The resolved settings, as text (tag `config`) and as `config.json` in
    * the run folder; `SLURM_JOB_ID` is added when set, as the reference does.
    */
@@ -169,6 +184,11 @@ export class RunLog {
     this.#metrics = null;
     await this.#visdom?.close();
     this.#visdom = null;
+  }
+
+  /** `await using log = RunLog.fromConfig(cfg)` closes it however the block ends. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
   }
 }
 
