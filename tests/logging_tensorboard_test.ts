@@ -4,11 +4,14 @@ import { EventWriter } from "../train/tensorboard.ts";
 import { RunLog, STEP_LR_TAG } from "../train/logging.ts";
 import { augmentationGrid, type ImageBatch, pngOf } from "../train/images.ts";
 import { runPython, tempDir } from "./helpers.ts";
-import { missingPython, skipReason } from "./logging_helpers.ts";
+import { METRICS, missingPython, skipReason } from "./logging_helpers.ts";
 
 interface ReadBack {
   scalars: Record<string, [number, number][]>;
-  images: Record<string, { step: number; width: number; height: number; decoded: [number, number, string]; pixels: number[][] }[]>;
+  images: Record<
+    string,
+    { step: number; width: number; height: number; decoded: [number, number, string]; pixels: number[][] }[]
+  >;
   texts: Record<string, [number, string, string][]>;
 }
 
@@ -17,8 +20,6 @@ async function readBack(logdir: string, row = 0): Promise<ReadBack> {
 }
 
 const noTensorboard = missingPython("tensorboard.backend.event_processing.event_accumulator");
-
-const METRICS = (base: number) => ({ loss: base, sslLoss: base - 1, linearLoss: 1, top1: 10 * base, top5: 20 * base });
 
 Deno.test({
   name: "TensorBoard reads back our scalars, images and text with their steps and values",
@@ -33,7 +34,7 @@ Deno.test({
     const batch: ImageBatch = { n: 3, c: 3, h: 2, w: 2, data: new Uint8Array([...card, ...card, ...card]) };
     const grid = augmentationGrid(batch);
     w.image("train_augmentation1", pngOf(grid), grid.width, grid.height, 7);
-    w.text("config", "    {\n      \"lr\": 0.3\n    }", 0);
+    w.text("config", '    {\n      "lr": 0.3\n    }', 0);
     w.close();
 
     const got = await readBack(dir.path, 2);
@@ -44,8 +45,12 @@ Deno.test({
     assert.deepEqual([img.width, img.height], [3 * 4 + 2, 4 + 2]);
     assert.deepEqual(img.decoded, [14, 6, "RGB"]);
     // Row 2 (the first below the padding): each image scaled from its own 0..200 to 0..255.
-    assert.deepEqual(img.pixels.slice(0, 6), [[0, 0, 0], [0, 0, 0], [255, 0, 12], [12, 0, 255], [0, 0, 0], [0, 0, 0]]);
-    assert.deepEqual(got.texts.config, [[0, "    {\n      \"lr\": 0.3\n    }", "text"]]);
+    assert.deepEqual(img.pixels.slice(0, 6), [[0, 0, 0], [0, 0, 0], [255, 0, 12], [12, 0, 255], [0, 0, 0], [
+      0,
+      0,
+      0,
+    ]]);
+    assert.deepEqual(got.texts.config, [[0, '    {\n      "lr": 0.3\n    }', "text"]]);
   },
 });
 
@@ -83,7 +88,9 @@ Deno.test({
 
     assert.equal(log.dir, join(dir.path, "run_a"));
     const got = await readBack(log.dir!);
-    const perEpoch = ["loss", "nce-loss", "linear-loss", "top1", "top5"].flatMap((k) => [`train_${k}`, `test_${k}`]);
+    const perEpoch = ["loss", "nce-loss", "linear-loss", "top1", "top5"].flatMap((
+      k,
+    ) => [`train_${k}`, `test_${k}`]);
     assert.deepEqual(
       Object.keys(got.scalars).sort(),
       [...perEpoch, "train_learning-rate", STEP_LR_TAG].sort(),

@@ -3,10 +3,16 @@ import { RunLog, STEP_LR_TAG } from "../train/logging.ts";
 import { visdomBase } from "../train/visdom.ts";
 import type { ImageBatch } from "../train/images.ts";
 import { tempDir } from "./helpers.ts";
-import { freePort, missingPython, skipReason, startVisdom, visdomWindows } from "./logging_helpers.ts";
+import {
+  freePort,
+  METRICS,
+  missingPython,
+  skipReason,
+  startVisdom,
+  visdomWindows,
+} from "./logging_helpers.ts";
 
 const noVisdom = missingPython("visdom.server.run_server");
-const METRICS = (base: number) => ({ loss: base, sslLoss: base - 1, linearLoss: 1, top1: 10 * base, top5: 20 * base });
 
 type Plot = { content: { data: { x: number[]; y: (number | null)[] }[] }; type: string };
 
@@ -47,7 +53,7 @@ Deno.test({
       const img = wins["train_augmentation2"] as { type: string; content: { src: string } };
       assert.equal(img.type, "image");
       assert.match(img.content.src, /^data:image\/png;base64,iVBORw0KGgo/);
-      const config = (wins["config"] as { type: string; content: string });
+      const config = wins["config"] as { type: string; content: string };
       assert.equal(config.type, "text");
       assert.match(config.content, /^<pre>\{[\s\S]*"runName": "vis_run",[\s\S]*"lr": 0\.3[\s\S]*\}<\/pre>$/);
       // The reference's grapher.save(): the server wrote the environment to its env_path.

@@ -58,7 +58,9 @@ export function augmentationGrid(batch: ImageBatch, nrow = 8, padding = 2): Pict
     const base = k * c * h * w;
     for (let ch = 0; ch < c; ch++) {
       for (let y = 0; y < oh; y++) {
-        for (let x = 0; x < ow; x++) sampled[(ch * oh + y) * ow + x] = data[base + (ch * h + rows[y]) * w + cols[x]];
+        for (let x = 0; x < ow; x++) {
+          sampled[(ch * oh + y) * ow + x] = data[base + (ch * h + rows[y]) * w + cols[x]];
+        }
       }
     }
     // Each resized image to its own range, as scale_each does; a flat one stays black.

@@ -25,7 +25,12 @@ export class MetricsFile {
     return this.#file.path;
   }
   point(tag: string, step: number, value: number): void {
-    const line = JSON.stringify({ tag, step, value: Number.isFinite(value) ? value : null, time: Date.now() / 1000 });
+    const line = JSON.stringify({
+      tag,
+      step,
+      value: Number.isFinite(value) ? value : null,
+      time: Date.now() / 1000,
+    });
     this.#file.write(encoder.encode(line + "\n"));
   }
   flush(): void {

@@ -146,7 +146,11 @@ export class RunLog {
    */
   async augmentations(source: ViewSource, epoch: number): Promise<void> {
     if (!this.#events) return;
-    const [v1, v2, test] = [await source.views("train1"), await source.views("train2"), await source.views("test")];
+    const [v1, v2, test] = [
+      await source.views("train1"),
+      await source.views("train2"),
+      await source.views("test"),
+    ];
     if (v1 && v2) this.images("train", [v1, v2], epoch);
     if (test) this.images("test", [test, test], epoch);
   }
@@ -175,7 +179,9 @@ export class RunLog {
 
   /** Flushes and closes the files; waits (bounded) for visdom to catch up. */
   async close(): Promise<void> {
-    if (this.#visdom && this.#stepXs.length > 0) this.#visdom.line(STEP_LR_TAG, this.#stepXs, this.#stepYs, "step");
+    if (this.#visdom && this.#stepXs.length > 0) {
+      this.#visdom.line(STEP_LR_TAG, this.#stepXs, this.#stepYs, "step");
+    }
     this.#stepXs = [];
     this.#stepYs = [];
     this.#events?.close();

@@ -103,7 +103,9 @@ export class EventWriter {
   constructor(logdir: string) {
     // TensorBoard finds files by "tfevents" in the name; pid and a counter
     // keep two writers in one folder (a resumed run) apart.
-    const name = `events.out.tfevents.${Math.floor(Date.now() / 1000)}.${hostname()}.${Deno.pid}.${filesOpened++}`;
+    const name = `events.out.tfevents.${
+      Math.floor(Date.now() / 1000)
+    }.${hostname()}.${Deno.pid}.${filesOpened++}`;
     this.#file = new BufferedFile(join(logdir, name));
     this.#write({ step: 0, fileVersion: "brain.Event:2" });
     this.#file.flush();

@@ -82,7 +82,9 @@ export class VisdomClient {
       marker: { size: 10, symbol: "dot", line: { color: "#000000", width: 0.5 } },
     };
     this.#enqueue(async () => {
-      if (!this.#windows.has(tag) && (await this.#post("win_exists", { win: tag, eid: this.env })) === "true") {
+      if (
+        !this.#windows.has(tag) && (await this.#post("win_exists", { win: tag, eid: this.env })) === "true"
+      ) {
         this.#windows.add(tag);
       }
       if (this.#windows.has(tag)) {
@@ -115,7 +117,12 @@ export class VisdomClient {
 
   /** Shows `text` (HTML) in window `tag`. */
   text(tag: string, text: string): void {
-    this.#send("events", { data: [{ content: text, type: "text" }], win: tag, eid: this.env, opts: { title: tag } });
+    this.#send("events", {
+      data: [{ content: text, type: "text" }],
+      win: tag,
+      eid: this.env,
+      opts: { title: tag },
+    });
   }
 
   /** Asks the server to write this environment to its disk (the reference's `grapher.save()`). */
