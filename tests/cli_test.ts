@@ -18,29 +18,36 @@ Deno.test("the CLI rejects a malformed number in one line", async () => {
   assert.ok(!r.stderr.includes("    at "), "no stack trace");
 });
 
-Deno.test("a short training run on the demo data learns and saves its weights", async () => {
-  using dir = tempDir();
-  const data = join(dir.path, "data");
-  await writeDemoDataset(data, { trainPerClass: 16, testPerClass: 4 });
-  const r = await runCli([
-    "train",
-    "--data-dir", data,
-    "--model-dir", join(dir.path, "models"),
-    "--num-replicas", "1",
-    "--arch", "resnet18",
-    "--representation-size", "512",
-    "--head-latent-size", "64",
-    "--image-size-override", "32",
-    "--batch-size", "32",
-    "--epochs", "2",
-    "--warmup", "1",
-    "--seed", "1",
-  ]);
-  assert.equal(r.code, 0, r.stderr);
-  assert.match(r.stdout, /train-0\[Epoch 2\]\[160 samples\]/);
-  assert.match(r.stdout, /test-0\[Epoch 2\]\[40 samples\]/);
-  assert.match(r.stdout, /test accuracy of the online linear classifier: top-1 \d+\.\d\d %/);
-  const saved = [...Deno.readDirSync(join(dir.path, "models"))].map((e) => e.name);
-  assert.equal(saved.length, 1);
-  assert.match(saved[0], /^_tmaimfolder_bs32_e2_iso32_ar18_rs512_ns128_hls64_.*\.weights\.safetensors$/);
-});
+for (const [method, name] of [["simclr", /^_tmaimfolder_bs32_e2_iso32_ar18_rs512_ns128_hls64_/], ["byol", /^_tmaimfolder_bs32_e2_iso32_ar18_rs512_ps256_hls64_/]] as const) {
+  Deno.test(`a short ${method} run on the demo data trains, evaluates and saves its weights`, async () => {
+    using dir = tempDir();
+    const data = join(dir.path, "data");
+    await writeDemoDataset(data, { trainPerClass: 16, testPerClass: 4 });
+    const r = await runCli([
+      "train",
+      "--method", method,
+      "--data-dir", data,
+      "--model-dir", join(dir.path, "models"),
+      "--log-dir", join(dir.path, "runs"),
+      "--num-replicas", "1",
+      "--arch", "resnet18",
+      "--representation-size", "512",
+      "--head-latent-size", "64",
+      "--image-size-override", "32",
+      "--batch-size", "32",
+      "--epochs", "2",
+      "--warmup", "1",
+      "--seed", "1",
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /train-0\[Epoch 2\]\[160 samples\]/);
+    assert.match(r.stdout, /test-0\[Epoch 2\]\[40 samples\]/);
+    const loss = Number(r.stdout.match(/train-0\[Epoch 2\].*Loss: ([-\d.]+)/)![1]);
+    assert.ok(Number.isFinite(loss), `finite loss, got ${loss}`);
+    assert.match(r.stdout, /test accuracy of the online linear classifier: top-1 \d+\.\d\d %/);
+    const saved = [...Deno.readDirSync(join(dir.path, "models"))].map((e) => e.name);
+    assert.equal(saved.length, 1);
+    assert.match(saved[0], name);
+    assert.ok(saved[0].endsWith(".weights.safetensors"));
+  });
+}
