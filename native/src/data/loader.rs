@@ -1,13 +1,19 @@
 //! Batches from an ImageFolder split, made by a pool of worker threads.
 //!
 //! Batch b of an epoch is made by worker b mod W and handed over through
-//! that worker's bounded channel, so batches come out in order and at most
-//! W × `prefetch` finished batches wait in memory, whatever the data size.
-use super::imagefolder::{crop_resize_chw, decode_rgb, random_resized_crop_box, resize_chw, ImageFolder};
+//! that worker's bounded channel, so batches come out in order and only a
+//! few finished batches wait in memory, whatever the data set size.
+//! Each image is decoded once; both training views are cut from it, their
+//! crops and photometric parameters drawn from the sample's own random
+//! stream (sampler.rs), so workers and replicas do not change the views.
+use super::buffer::HostImages;
+use super::crop::{crop_resize_chw, random_resized_crop_box, resize_chw, RATIO, SCALE};
+use super::imagefolder::ImageFolder;
 use super::sampler::{sample_rng, shard, Pick};
+use super::source::{default_limit, InMemory, Skipped, Source};
 use crate::augment::{Recipe, NPARAMS};
-use anyhow::{bail, Context, Result};
-use serde::Deserialize;
+use anyhow::{anyhow, bail, Context, Result};
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver};
@@ -39,8 +45,26 @@ pub struct LoaderConfig {
     pub world_size: usize,
     #[serde(default = "default_strength")]
     pub color_jitter_strength: f64,
+    /// Blur probability of view 1 and view 2.
+    #[serde(default = "default_blur")]
+    pub blur_prob: [f64; 2],
+    /// Solarisation probability of view 1 and view 2 (BYOL-style asymmetric views).
+    #[serde(default)]
+    pub solarize_prob: [f64; 2],
+    /// Finished batches kept ready (at least one per worker).
     #[serde(default = "default_prefetch")]
     pub prefetch: usize,
+    /// Unreadable images are fatal instead of skipped.
+    #[serde(default)]
+    pub strict: bool,
+    #[serde(default)]
+    pub in_memory: InMemory,
+    /// Budget of decoded images kept in memory, shared by all loaders (default: a quarter of RAM).
+    #[serde(default)]
+    pub in_memory_limit_mb: Option<u64>,
+    /// Batches in page-locked memory for asynchronous copies to CUDA (ignored without CUDA).
+    #[serde(default)]
+    pub pin_memory: bool,
 }
 
 fn one() -> usize {
@@ -49,18 +73,41 @@ fn one() -> usize {
 fn default_strength() -> f64 {
     1.0
 }
+fn default_blur() -> [f64; 2] {
+    [0.5, 0.5]
+}
 fn default_prefetch() -> usize {
     2
 }
 
+/// A training sample whose file is unreadable is replaced by the next
+/// readable one in dataset order (the batch keeps its size, which
+/// multi-replica training needs); after this many failures in a row the
+/// data set is declared broken.
+const MAX_SUBSTITUTES: usize = 64;
+
 /// One batch in host memory: uint8 CHW images, per-image augmentation
-/// parameters (training views only) and labels.
+/// parameters (training views only), labels and global sample positions.
 pub struct Batch {
     pub n: usize,
     pub size: u32,
-    pub views: Vec<Vec<u8>>,
+    pub views: Vec<HostImages>,
     pub params: Vec<Vec<f32>>,
     pub labels: Vec<i64>,
+    /// Position of each sample in the epoch's global order (sampler.rs).
+    pub positions: Vec<u64>,
+}
+
+/// What a loader reports about itself and its current pass.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    pub samples: usize,
+    pub classes: usize,
+    pub in_memory: bool,
+    pub cached_images: usize,
+    pub cached_bytes: u64,
+    pub skipped: Skipped,
 }
 
 struct Epoch {
@@ -72,7 +119,9 @@ struct Epoch {
 
 pub struct Loader {
     cfg: LoaderConfig,
-    folder: Arc<ImageFolder>,
+    source: Arc<Source>,
+    recipes: [Recipe; 2],
+    pin: bool,
     epoch: Option<Epoch>,
 }
 
@@ -81,31 +130,47 @@ impl Loader {
         if cfg.batch_size == 0 || cfg.image_size == 0 || cfg.world_size == 0 || cfg.rank >= cfg.world_size {
             bail!("invalid loader settings: batch size, image size and world size must be positive and rank < world size");
         }
+        let recipes = [0, 1].map(|v| Recipe {
+            blur_p: cfg.blur_prob[v],
+            solarize_p: cfg.solarize_prob[v],
+            ..Recipe::simclr(cfg.color_jitter_strength)
+        });
+        recipes.iter().try_for_each(Recipe::check)?;
         let root = cfg.data_dir.join(&cfg.split);
-        let folder = ImageFolder::scan(&root)?;
-        let per_replica = folder.samples.len() / cfg.world_size;
-        if cfg.drop_last && per_replica < cfg.batch_size {
+        if !root.is_dir() {
             bail!(
-                "{} has {} images, fewer than one batch of {} per replica",
+                "no folder {}: --data-dir must hold train/ and test/ with one sub-folder of images per class",
+                root.display()
+            );
+        }
+        let folder = ImageFolder::scan(&root)?;
+        if cfg.drop_last && folder.samples.len().div_ceil(cfg.world_size) < cfg.batch_size {
+            bail!(
+                "{} has {} images, fewer than one batch of {} per replica; lower --batch-size",
                 root.display(),
                 folder.samples.len(),
                 cfg.batch_size
             );
         }
-        Ok(Loader { cfg, folder: Arc::new(folder), epoch: None })
+        let limit = cfg.in_memory_limit_mb.map_or_else(default_limit, |mb| mb << 20);
+        let source = Arc::new(Source::new(folder, cfg.in_memory, limit));
+        let pin = cfg.pin_memory && tch::Cuda::is_available();
+        Ok(Loader { cfg, source, recipes, pin, epoch: None })
     }
 
     pub fn classes(&self) -> &[String] {
-        &self.folder.classes
+        &self.source.folder.classes
     }
 
     pub fn len_samples(&self) -> usize {
-        self.folder.samples.len()
+        self.source.folder.samples.len()
     }
 
     fn picks(&self, epoch: u64) -> Vec<Pick> {
         let c = &self.cfg;
-        shard(self.folder.samples.len(), c.seed, epoch, c.shuffle, c.augment, c.rank, c.world_size)
+        // Training pads to a multiple of the replicas (DistributedSampler); evaluation
+        // shards without padding so that every test image counts exactly once overall.
+        shard(self.len_samples(), c.seed, epoch, c.shuffle, c.augment, c.rank, c.world_size)
     }
 
     /// Number of batches this replica gets per epoch.
@@ -121,26 +186,29 @@ impl Loader {
     /// Starts making the batches of `epoch` (stopping any epoch under way).
     pub fn start_epoch(&mut self, epoch: u64) -> Result<()> {
         self.stop();
-        let picks = self.picks(epoch);
+        self.source.start_pass(epoch);
         let b = self.cfg.batch_size;
-        let mut batches: Vec<Vec<Pick>> = picks.chunks(b).map(|c| c.to_vec()).collect();
+        let mut batches: Vec<Vec<Pick>> = self.picks(epoch).chunks(b).map(|c| c.to_vec()).collect();
         if self.cfg.drop_last && batches.last().is_some_and(|l| l.len() < b) {
             batches.pop();
         }
         let total = batches.len();
         let workers = self.cfg.workers.max(1).min(total.max(1));
+        // Ready batches: about `prefetch` in all, at least one per worker.
+        let capacity = self.cfg.prefetch.div_ceil(workers).max(1);
         let stop = Arc::new(AtomicBool::new(false));
         let batches = Arc::new(batches);
         let mut channels = Vec::new();
         for w in 0..workers {
-            let (tx, rx) = sync_channel(self.cfg.prefetch.max(1));
-            let (cfg, folder, batches, stop) = (self.cfg.clone(), self.folder.clone(), batches.clone(), stop.clone());
+            let (tx, rx) = sync_channel(capacity);
+            let maker = BatchMaker { cfg: self.cfg.clone(), source: self.source.clone(), recipes: self.recipes, pin: self.pin, epoch };
+            let (batches, stop) = (batches.clone(), stop.clone());
             std::thread::Builder::new().name(format!("selfsup-loader-{w}")).spawn(move || {
                 for picks in batches.iter().skip(w).step_by(workers) {
                     if stop.load(Ordering::Relaxed) {
                         return;
                     }
-                    let batch = crate::status::catch(|| make_batch(&cfg, &folder, epoch, picks));
+                    let batch = crate::status::catch(|| maker.make(picks));
                     if tx.send(batch).is_err() {
                         return;
                     }
@@ -152,16 +220,31 @@ impl Loader {
         Ok(())
     }
 
-    /// The next batch of the epoch, or None at its end.
+    /// The next batch of the epoch, or None at its end. Test batches whose
+    /// every image was unreadable are passed over.
     pub fn next(&mut self) -> Result<Option<Batch>> {
         let Some(ep) = self.epoch.as_mut() else { bail!("start an epoch before asking for batches") };
-        if ep.next >= ep.total {
-            return Ok(None);
+        while ep.next < ep.total {
+            let rx = &ep.channels[ep.next % ep.channels.len()];
+            let batch = rx.recv().context("a loader worker stopped unexpectedly")??;
+            ep.next += 1;
+            if batch.n > 0 {
+                return Ok(Some(batch));
+            }
         }
-        let rx = &ep.channels[ep.next % ep.channels.len()];
-        let batch = rx.recv().context("a loader worker stopped unexpectedly")??;
-        ep.next += 1;
-        Ok(Some(batch))
+        Ok(None)
+    }
+
+    pub fn report(&self) -> Report {
+        let (cached_images, cached_bytes) = self.source.cached();
+        Report {
+            samples: self.len_samples(),
+            classes: self.classes().len(),
+            in_memory: self.source.in_memory(),
+            cached_images,
+            cached_bytes,
+            skipped: self.source.skipped(),
+        }
     }
 
     fn stop(&mut self) {
@@ -178,30 +261,74 @@ impl Drop for Loader {
     }
 }
 
-fn make_batch(cfg: &LoaderConfig, folder: &ImageFolder, epoch: u64, picks: &[Pick]) -> Result<Batch> {
-    let n = picks.len();
-    let s = cfg.image_size;
-    let plane = 3 * (s as usize) * (s as usize);
-    let nviews = if cfg.augment { 2 } else { 1 };
-    let mut views = vec![vec![0u8; n * plane]; nviews];
-    let mut params = vec![vec![0f32; if cfg.augment { n * NPARAMS } else { 0 }]; nviews];
-    let mut labels = Vec::with_capacity(n);
-    let recipe = Recipe::simclr(cfg.color_jitter_strength);
-    for (i, pick) in picks.iter().enumerate() {
-        let (path, label) = &folder.samples[pick.index];
-        labels.push(*label);
-        // Decoded once; both views are cut from the same pixels.
-        let img = decode_rgb(path)?;
-        if !cfg.augment {
-            resize_chw(&img, s, &mut views[0][i * plane..(i + 1) * plane])?;
-            continue;
+/// What a worker thread needs to make the batches of one epoch.
+struct BatchMaker {
+    cfg: LoaderConfig,
+    source: Arc<Source>,
+    recipes: [Recipe; 2],
+    pin: bool,
+    epoch: u64,
+}
+
+impl BatchMaker {
+    fn make(&self, picks: &[Pick]) -> Result<Batch> {
+        let s = self.cfg.image_size;
+        let plane = 3 * (s as usize) * (s as usize);
+        let nviews = if self.cfg.augment { 2 } else { 1 };
+        let mut views = vec![vec![0u8; picks.len() * plane]; nviews];
+        let mut params = vec![Vec::with_capacity(if self.cfg.augment { picks.len() * NPARAMS } else { 0 }); nviews];
+        let (mut labels, mut positions) = (Vec::new(), Vec::new());
+        for pick in picks {
+            let Some((index, img)) = self.readable(pick)? else { continue };
+            let i = labels.len();
+            labels.push(self.source.folder.samples[index].1);
+            positions.push(pick.position);
+            if !self.cfg.augment {
+                resize_chw(&img, s, &mut views[0][i * plane..(i + 1) * plane])?;
+                continue;
+            }
+            let mut rng = sample_rng(self.cfg.seed, self.epoch, pick.position);
+            for (v, recipe) in self.recipes.iter().enumerate() {
+                let bx = random_resized_crop_box(&mut rng, img.width(), img.height(), SCALE, RATIO);
+                crop_resize_chw(&img, bx, s, &mut views[v][i * plane..(i + 1) * plane])?;
+                params[v].extend_from_slice(&recipe.draw(&mut rng));
+            }
         }
-        let mut rng = sample_rng(cfg.seed, epoch, pick.position);
-        for v in 0..2 {
-            let bx = random_resized_crop_box(&mut rng, img.width(), img.height(), (0.08, 1.0), (3.0 / 4.0, 4.0 / 3.0));
-            crop_resize_chw(&img, bx, s, &mut views[v][i * plane..(i + 1) * plane])?;
-            params[v][i * NPARAMS..(i + 1) * NPARAMS].copy_from_slice(&recipe.draw(&mut rng));
-        }
+        let n = labels.len();
+        let views = views
+            .into_iter()
+            .map(|mut bytes| {
+                bytes.truncate(n * plane); // test samples that were skipped leave room at the end
+                if self.pin { HostImages::pinned(&bytes, n, s) } else { Ok(HostImages::Plain(bytes)) }
+            })
+            .collect::<Result<_>>()?;
+        Ok(Batch { n, size: s, views, params, labels, positions })
     }
-    Ok(Batch { n, size: s, views, params, labels })
+
+    /// The image of `pick`, or for an unreadable file: an error (--strict),
+    /// nothing (evaluation: the sample is left out), or the next readable
+    /// image in dataset order (training). Skips are recorded for the report.
+    fn readable(&self, pick: &Pick) -> Result<Option<(usize, Arc<image::RgbImage>)>> {
+        let n = self.source.folder.samples.len();
+        let mut last_err = None;
+        for index in (0..MAX_SUBSTITUTES.min(n)).map(|k| (pick.index + k) % n) {
+            match self.source.image(index) {
+                Ok(img) => return Ok(Some((index, img))),
+                Err(e) if self.cfg.strict => return Err(anyhow!("{e} (--strict makes unreadable images fatal)")),
+                Err(e) => {
+                    self.source.record_skip(self.epoch, index, &e);
+                    if !self.cfg.augment {
+                        return Ok(None);
+                    }
+                    last_err = Some(e);
+                }
+            }
+        }
+        let root = self.source.folder.root.display();
+        Err(anyhow!(
+            "{} images in a row in {root} are unreadable, the last: {}",
+            MAX_SUBSTITUTES.min(n),
+            last_err.map_or_else(String::new, |e| e.to_string())
+        ))
+    }
 }
