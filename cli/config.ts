@@ -34,6 +34,14 @@ export interface Config {
   weightInitialization: string | null;
   modelDir: string;
   colorJitterStrength: number;
+  /** Gaussian blur probability of view 1 and view 2. */
+  blurProb: [number, number];
+  /** Solarisation probability of view 1 and view 2 (BYOL-style asymmetric views; the reference has none). */
+  solarizeProb: [number, number];
+  /** Unreadable images stop the run instead of being skipped. */
+  strict: boolean;
+  /** Keep decoded images in memory: when they fit (auto), always or never. */
+  inMemory: "auto" | "always" | "never";
   weightDecay: number;
   polyakEma: number;
   convertToSyncBn: boolean;
@@ -101,6 +109,10 @@ export const DEFAULTS: Settings = {
   weightInitialization: null,
   modelDir: ".models",
   colorJitterStrength: 1.0,
+  blurProb: [0.5, 0.5],
+  solarizeProb: [0, 0],
+  strict: false,
+  inMemory: "auto",
   weightDecay: 1e-6,
   polyakEma: 0,
   convertToSyncBn: false,
@@ -230,7 +242,13 @@ export function validate(s: Settings): void {
   if (!(s.lr > 0)) fail(`--lr must be > 0, got ${s.lr}`);
   if (!(s.clip >= 0)) fail(`--clip must be >= 0, got ${s.clip}`);
   if (!(s.weightDecay >= 0)) fail(`--weight-decay must be >= 0, got ${s.weightDecay}`);
-  if (!(s.colorJitterStrength >= 0)) fail(`--color-jitter-strength must be >= 0, got ${s.colorJitterStrength}`);
+  if (!(s.colorJitterStrength >= 0 && s.colorJitterStrength <= 2.5)) {
+    fail(`--color-jitter-strength must be in [0, 2.5] (torchvision's hue 0.2s must stay within 0.5), got ${s.colorJitterStrength}`);
+  }
+  for (const k of ["blurProb", "solarizeProb"] as const) {
+    if (!s[k].every((p) => p >= 0 && p <= 1)) fail(`--${kebab(k)} values must be in [0, 1], got ${s[k].join(",")}`);
+  }
+  if (!["auto", "always", "never"].includes(s.inMemory)) fail(`--in-memory must be auto, always or never, got ${s.inMemory}`);
   if (s.lrUpdateSchedule !== "cosine" && s.lrUpdateSchedule !== "fixed") {
     fail(`--lr-update-schedule must be cosine or fixed, got ${s.lrUpdateSchedule} (the reference's "step" is not implemented there either)`);
   }

@@ -26,11 +26,23 @@ export function float(flag: string): Parse {
   };
 }
 
+/** "p" (both views) or "p1,p2" (view 1, view 2) → [p1, p2]. */
+export function pair(flag: string): Parse {
+  return (v) => {
+    const parts = v.split(",").map((x) => x.trim());
+    const nums = parts.map(Number);
+    if (parts.length > 2 || parts.some((x) => x === "") || !nums.every(Number.isFinite)) {
+      throw new InvalidArgumentError(`${flag} needs a number or two separated by a comma (view 1,view 2), got ${JSON.stringify(v)}`);
+    }
+    return nums.length === 1 ? [nums[0], nums[0]] : nums;
+  };
+}
+
 interface Flag {
   key: keyof Settings;
   flags: string;
   help: string;
-  parse?: "int" | "float";
+  parse?: "int" | "float" | "pair";
 }
 
 /** Every training flag, by help group. */
@@ -44,7 +56,11 @@ export const FLAGS: Record<string, Flag[]> = {
     { key: "batchSize", flags: "--batch-size <n>", help: "global batch size, split over replicas (default: 4096)", parse: "int" },
     { key: "imageSizeOverride", flags: "--image-size-override <px>", help: "train crop and test resize size (default: 224)", parse: "int" },
     { key: "colorJitterStrength", flags: "--color-jitter-strength <s>", help: "s in ColorJitter(0.8s, 0.8s, 0.8s, 0.2s) (default: 1)", parse: "float" },
+    { key: "blurProb", flags: "--blur-prob <p[,p2]>", help: "Gaussian blur probability, or one per view (default: 0.5)", parse: "pair" },
+    { key: "solarizeProb", flags: "--solarize-prob <p[,p2]>", help: "solarisation probability, or one per view; BYOL's paper uses 0,0.2 (default: 0)", parse: "pair" },
     { key: "workersPerReplica", flags: "--workers-per-replica <n>", help: "loader threads per replica (default: 2)", parse: "int" },
+    { key: "inMemory", flags: "--in-memory <mode>", help: "keep decoded images in RAM: auto (when a split fits a quarter of RAM), always or never (default: auto)" },
+    { key: "strict", flags: "--strict", help: "stop on an unreadable image instead of skipping and reporting it" },
     { key: "download", flags: "--download <n>", help: "accepted for compatibility and ignored (default: 1)", parse: "int" },
   ],
   "Model": [
@@ -99,6 +115,7 @@ export function addTrainingFlags(cmd: Command): Command {
       const flag = f.flags.split(/[ ,]+/).find((x) => x.startsWith("--"))!;
       if (f.parse === "int") o.argParser(int(flag));
       if (f.parse === "float") o.argParser(float(flag));
+      if (f.parse === "pair") o.argParser(pair(flag));
       cmd.addOption(o);
     }
   }

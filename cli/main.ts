@@ -7,6 +7,7 @@
 import { Command } from "commander";
 import { checkTrainable, type Config, ConfigError, DEMO, METHOD_ONLY, resolve, type Settings } from "./config.ts";
 import { addTrainingFlags, givenSettings, int } from "./flags.ts";
+import { registerDataCommands } from "./data.ts";
 import { train } from "../train/loop.ts";
 import { version, writeDemoDataset } from "../ffi/native.ts";
 import { NativeError } from "../ffi/lib.ts";
@@ -72,6 +73,8 @@ export function program(): Command {
       await writeDemoDataset(dir, { seed: o.seed });
       console.log(`wrote ${dir}`);
     });
+
+  registerDataCommands(prog);
 
   prog.command("version").description("versions of selfsup, libtorch and CUDA").action(() => {
     console.log(JSON.stringify(version()));

@@ -64,6 +64,8 @@ const REFERENCE_ARGS: [key: string, only?: Method][] = [
 const SELFSUP_ARGS: [key: string, only: Method | undefined, omitted: unknown][] = [
   ["smallStem", undefined, false],
   ["byolLoss", "byol", "paper"],
+  ["blurProb", undefined, [0.5, 0.5]],
+  ["solarizeProb", undefined, [0, 0]],
 ];
 
 /**
@@ -137,7 +139,7 @@ export function runName(config: Readonly<Partial<Config>> | Readonly<Record<stri
   const parts = [String(c.uid ?? "")];
   const args = [...REFERENCE_ARGS.map(([k, only]) => [k, only, undefined] as const), ...SELFSUP_ARGS];
   for (const [key, only, omitted] of args) {
-    if ((only && only !== method) || (omitted !== undefined && c[key] === omitted)) continue;
+    if ((only && only !== method) || (omitted !== undefined && JSON.stringify(c[key]) === JSON.stringify(omitted))) continue;
     let v = c[key];
     if (key === "batchSize" && typeof v === "number") v = Math.floor(v / replicas);
     const text = formatValue(v);

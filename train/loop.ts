@@ -11,6 +11,7 @@ import { Loader, scanFolder, type StepMetrics, Trainer, version } from "../ffi/n
 import { byolTau, lrAt, type Schedule, scaledLr } from "./schedule.ts";
 import { Progress } from "./progress.ts";
 import { RunLog } from "./logging.ts";
+import { inMemoryLine, skippedLine, validSamples } from "../cli/data.ts";
 
 /** Means of a pass: loss, SSL loss, classifier loss, top-1 and top-5 (%). */
 export type PassMetrics = Omit<StepMetrics, "samples">;
@@ -77,7 +78,8 @@ export async function train(cfg: Config, log: (line: string) => void = console.l
   const trainDir = join(cfg.dataDir, "train");
   const { classes, samples } = scanFolder(trainDir);
   const testInfo = scanFolder(join(cfg.dataDir, "test"));
-  log(`train = ${samples} | test = ${testInfo.samples} | classes = ${classes.length}`);
+  const valid = validSamples(cfg.dataDir);
+  log(`train = ${samples} | test = ${testInfo.samples}${valid === null ? "" : ` | valid = ${valid} (unused)`} | classes = ${classes.length}`);
   const common = {
     dataDir: cfg.dataDir,
     batchSize: cfg.batchSize / cfg.numReplicas,
@@ -85,9 +87,18 @@ export async function train(cfg: Config, log: (line: string) => void = console.l
     workers: cfg.workersPerReplica,
     seed: cfg.seed ?? 0,
     colorJitterStrength: cfg.colorJitterStrength,
+    blurProb: cfg.blurProb,
+    solarizeProb: cfg.solarizeProb,
+    strict: cfg.strict,
+    inMemory: cfg.inMemory,
+    pinMemory: !cfg.noCuda && version().cuda,
+    rank: cfg.rank,
+    worldSize: cfg.worldSize,
   };
   using trainLoader = await Loader.create({ ...common, split: "train", augment: true, shuffle: true, dropLast: true });
   using testLoader = await Loader.create({ ...common, split: "test", augment: false });
+  const memory = inMemoryLine(cfg.inMemory, { train: trainLoader.report(), test: testLoader.report() });
+  if (memory) log(memory);
   const cuda = !cfg.noCuda && version().cuda;
   using trainer = await Trainer.create({
     method: cfg.method,
@@ -143,6 +154,8 @@ export async function train(cfg: Config, log: (line: string) => void = console.l
     progress.done();
     const trainSecs = (performance.now() - t0) / 1000;
     log(summaryLine("train", 0, epoch, trainMeter.samples, trainSecs, trainMeter.mean()));
+    const trainSkips = skippedLine("train", epoch, trainLoader.report());
+    if (trainSkips) log(trainSkips);
     if (stop.requested) break;
     const t1 = performance.now();
     const testMeter = new Meter();
@@ -152,6 +165,8 @@ export async function train(cfg: Config, log: (line: string) => void = console.l
     }
     const testSecs = (performance.now() - t1) / 1000;
     log(summaryLine("test", 0, epoch, testMeter.samples, testSecs, testMeter.mean()));
+    const testSkips = skippedLine("test", epoch, testLoader.report());
+    if (testSkips) log(testSkips);
     epochs.push({ epoch, train: trainMeter.mean(), test: testMeter.mean(), lr, seconds: trainSecs + testSecs });
     runLog.epoch(epoch, trainMeter.mean(), testMeter.mean(), lr);
     await runLog.augmentations(trainer, epoch);
