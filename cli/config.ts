@@ -63,6 +63,8 @@ export interface Config {
   noCuda: boolean;
   half: boolean;
   threads: number;
+  noResume: boolean;
+  checkpointMinutes: number;
   // Derived:
   worldSize: number;
   rank: number;
@@ -134,6 +136,8 @@ export const DEFAULTS: Settings = {
   noCuda: false,
   half: false,
   threads: 0,
+  noResume: false,
+  checkpointMinutes: 30,
 };
 
 /**
@@ -267,6 +271,7 @@ export function validate(s: Settings): void {
     fail(`--distributed-port must be a port number, got ${s.distributedPort}`);
   }
   if (s.seed !== null && (!Number.isInteger(s.seed) || s.seed < 0)) fail(`--seed must be an integer >= 0, got ${s.seed}`);
+  if (!(s.checkpointMinutes >= 0)) fail(`--checkpoint-minutes must be >= 0, got ${s.checkpointMinutes}`);
 }
 
 /** What this build cannot train yet; checked when training starts, not for --print-config. */

@@ -92,8 +92,10 @@ export const FLAGS: Record<string, Flag[]> = {
   ],
   "Runs and logging": [
     { key: "uid", flags: "--uid <text>", help: "prefix of the run name (default: none)" },
-    { key: "modelDir", flags: "--model-dir <dir>", help: "where weights are saved (default: .models)" },
+    { key: "modelDir", flags: "--model-dir <dir>", help: "checkpoints: <run-name>.last.json / .best.json + weights (default: .models)" },
     { key: "logDir", flags: "--log-dir <dir>", help: "TensorBoard events and metrics.jsonl go to <log-dir>/<run-name> (default: ./runs)" },
+    { key: "noResume", flags: "--no-resume", help: "start afresh even if this run's last checkpoint exists (it is overwritten)" },
+    { key: "checkpointMinutes", flags: "--checkpoint-minutes <m>", help: "also write the last checkpoint every m minutes within an epoch, 0 = only per epoch (default: 30)", parse: "float" },
     { key: "earlyStop", flags: "--early-stop", help: "stop after 10 epochs without a better test loss" },
     { key: "visdomUrl", flags: "--visdom-url <url>", help: "also post scalars and image grids to this visdom server, e.g. http://host (default: none)" },
     { key: "visdomPort", flags: "--visdom-port <port>", help: "visdom port (default: the URL's, else 8097)", parse: "int" },
@@ -130,8 +132,8 @@ export function givenSettings(opts: Record<string, unknown>): Partial<Settings> 
   const given: Record<string, unknown> = {};
   const keys = new Set(Object.values(FLAGS).flat().map((f) => f.key as string));
   for (const [k, v] of Object.entries(opts)) if (keys.has(k) && v !== undefined) given[k] = v;
-  // commander stores --no-cuda as cuda = false (and cuda = true by default)
+  // commander stores --no-X as X = false (and X = true by default)
   if (opts.cuda === false) given.noCuda = true;
-  delete given.cuda;
+  if (opts.resume === false) given.noResume = true;
   return given as Partial<Settings>;
 }

@@ -7,6 +7,7 @@
 import { Command } from "commander";
 import { checkTrainable, type Config, ConfigError, DEMO, METHOD_ONLY, resolve, type Settings } from "./config.ts";
 import { addTrainingFlags, givenSettings, int } from "./flags.ts";
+import { registerEvalCommands } from "./evaluate.ts";
 import { registerDataCommands } from "./data.ts";
 import { train } from "../train/loop.ts";
 import { version, writeDemoDataset } from "../ffi/native.ts";
@@ -75,6 +76,8 @@ export function program(): Command {
     });
 
   registerDataCommands(prog);
+
+  registerEvalCommands(prog);
 
   prog.command("version").description("versions of selfsup, libtorch and CUDA").action(() => {
     console.log(JSON.stringify(version()));

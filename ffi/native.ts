@@ -139,8 +139,9 @@ export class Loader extends Handle {
   get length(): number {
     return check(native().selfsup_loader_len(BigInt(this.id)));
   }
-  startEpoch(epoch: number): void {
-    check(native().selfsup_loader_start_epoch(BigInt(this.id), BigInt(epoch)));
+  /** Starts an epoch's batches, from batch `firstBatch` on (a resumed run skips those it trained on). */
+  startEpoch(epoch: number, firstBatch = 0): void {
+    check(native().selfsup_loader_start_epoch(BigInt(this.id), BigInt(epoch), BigInt(firstBatch)));
   }
   /** The next batch, or null at the end of the epoch. */
   async next(): Promise<Batch | null> {
@@ -190,7 +191,15 @@ function metricsOf(m: Float64Array): StepMetrics {
   return { loss: m[0], sslLoss: m[1], linearLoss: m[2], top1: m[3], top5: m[4], samples: m[5] };
 }
 
-/** Settings of a trainer; see native/src/trainer.rs and simclr.rs. */
+/** Which weights features come from: the live ones, the Polyak average, or BYOL's target. */
+export type FeatureWeights = "online" | "polyak" | "target";
+
+/** A linear classifier on standardised features, or a weighted kNN. */
+export type Classifier =
+  | { linear: { epochs: number; lr: number; weightDecay: number; batchSize: number; seed?: number } }
+  | { knn: { k: number; temperature: number } };
+
+/** Settings of a trainer; see native/src/trainer.rs and model.rs. */
 export interface TrainerConfig {
   method?: "simclr" | "byol";
   device?: "cpu" | "cuda";
@@ -260,6 +269,47 @@ export class Trainer extends Handle {
   async loadWeights(path: string): Promise<void> {
     const p = utf8(path);
     check(await native().selfsup_trainer_load_weights(BigInt(this.id), p, BigInt(p.length)));
+  }
+
+  /** Everything needed to resume (weights, BYOL target, optimizer and Polyak state), written atomically. */
+  async saveCheckpoint(path: string): Promise<void> {
+    const p = utf8(path);
+    check(await native().selfsup_trainer_save_checkpoint(BigInt(this.id), p, BigInt(p.length)));
+  }
+
+  async loadCheckpoint(path: string): Promise<void> {
+    const p = utf8(path);
+    check(await native().selfsup_trainer_load_checkpoint(BigInt(this.id), p, BigInt(p.length)));
+  }
+
+  /** An export's backbone (torchvision key names) into the online backbone. */
+  async loadBackbone(path: string): Promise<void> {
+    const p = utf8(path);
+    check(await native().selfsup_trainer_load_backbone(BigInt(this.id), p, BigInt(p.length)));
+  }
+
+  /** Frozen-backbone features of a test-mode `batch` (consumed) into the train or test set. */
+  async embed(batch: Batch, set: "train" | "test", weights: FeatureWeights = "online"): Promise<void> {
+    const w = ["online", "polyak", "target"].indexOf(weights);
+    check(await native().selfsup_trainer_embed(BigInt(this.id), BigInt(batch.take()), set === "train" ? 0n : 1n, BigInt(w)));
+  }
+
+  async clearFeatures(): Promise<void> {
+    check(await native().selfsup_trainer_embed(BigInt(this.id), 0n, -1n, 0n));
+  }
+
+  /** Test-set top-1/top-5 (%) of a classifier fitted on the embedded train features. */
+  async classify(classes: number, how: Classifier): Promise<{ top1: number; top5: number }> {
+    const j = utf8(JSON.stringify(how));
+    const out = new Float64Array(2);
+    check(await native().selfsup_trainer_classify(BigInt(this.id), BigInt(classes), j, BigInt(j.length), out));
+    return { top1: out[0], top5: out[1] };
+  }
+
+  /** Eval features of `images` in `input` (safetensors) into `output` as "features". */
+  async debugFeatures(input: string, output: string): Promise<void> {
+    const i = utf8(input), o = utf8(output);
+    check(await native().selfsup_trainer_debug_features(BigInt(this.id), i, BigInt(i.length), o, BigInt(o.length)));
   }
 
   /** Loss and gradients for the views in `input` (safetensors: view1, view2, labels) into `output`. */

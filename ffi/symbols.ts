@@ -24,8 +24,8 @@ export const symbols = {
   selfsup_loader_new: { parameters: ["buffer", "usize"], result: "i64", nonblocking: true },
   /** (loader id) → batches per epoch of this replica */
   selfsup_loader_len: { parameters: ["i64"], result: "i64" },
-  /** (loader id, epoch) → 0 */
-  selfsup_loader_start_epoch: { parameters: ["i64", "u64"], result: "i64" },
+  /** (loader id, epoch, first batch: a resumed run skips the batches it trained on) → 0 */
+  selfsup_loader_start_epoch: { parameters: ["i64", "u64", "u64"], result: "i64" },
   /** (loader id) → batch id, or 0 at the end of the epoch */
   selfsup_loader_next: { parameters: ["i64"], result: "i64", nonblocking: true },
   /** (loader id, out buffer, capacity) → length of JSON {samples, classes, inMemory, cachedImages, cachedBytes, skipped} */
@@ -58,6 +58,26 @@ export const symbols = {
   selfsup_trainer_load_weights: { parameters: ["i64", "buffer", "usize"], result: "i64", nonblocking: true },
   /** (trainer id, input path, length, output path, length) → 0: loss and gradients, no update */
   selfsup_trainer_debug_gradients: {
+    parameters: ["i64", "buffer", "usize", "buffer", "usize"],
+    result: "i64",
+    nonblocking: true,
+  },
+  /** (trainer id, path, path length) → 0: weights, BYOL target, optimizer and Polyak state, written atomically */
+  selfsup_trainer_save_checkpoint: { parameters: ["i64", "buffer", "usize"], result: "i64", nonblocking: true },
+  /** (trainer id, path, path length) → 0 */
+  selfsup_trainer_load_checkpoint: { parameters: ["i64", "buffer", "usize"], result: "i64", nonblocking: true },
+  /** (trainer id, path, path length) → 0: an export's backbone (torchvision names) into the online backbone */
+  selfsup_trainer_load_backbone: { parameters: ["i64", "buffer", "usize"], result: "i64", nonblocking: true },
+  /** (trainer id, batch id (consumed), set 0 train / 1 test / -1 clear, weights 0 online / 1 polyak / 2 target) → 0 */
+  selfsup_trainer_embed: { parameters: ["i64", "i64", "i64", "i64"], result: "i64", nonblocking: true },
+  /** (trainer id, classes, JSON {linear: {...}} or {knn: {k, temperature}}, length, out Float64Array[2]) → 0 */
+  selfsup_trainer_classify: {
+    parameters: ["i64", "i64", "buffer", "usize", "buffer"],
+    result: "i64",
+    nonblocking: true,
+  },
+  /** (trainer id, input path, length, output path, length) → 0: eval features of "images" */
+  selfsup_trainer_debug_features: {
     parameters: ["i64", "buffer", "usize", "buffer", "usize"],
     result: "i64",
     nonblocking: true,

@@ -45,9 +45,19 @@ for (const [method, name] of [["simclr", /^_tmaimfolder_bs32_e2_iso32_ar18_rs512
     const loss = Number(r.stdout.match(/train-0\[Epoch 2\].*Loss: ([-\d.]+)/)![1]);
     assert.ok(Number.isFinite(loss), `finite loss, got ${loss}`);
     assert.match(r.stdout, /test accuracy of the online linear classifier: top-1 \d+\.\d\d %/);
-    const saved = [...Deno.readDirSync(join(dir.path, "models"))].map((e) => e.name);
-    assert.equal(saved.length, 1);
-    assert.match(saved[0], name);
-    assert.ok(saved[0].endsWith(".weights.safetensors"));
+    // last and best checkpoints (burn-in 0 for 2 epochs): sidecar + weights each
+    const saved = [...Deno.readDirSync(join(dir.path, "models"))].map((e) => e.name).sort();
+    assert.equal(saved.length, 4, saved.join(", "));
+    for (const f of saved) assert.match(f, name);
+    assert.deepEqual(saved.map((f) => f.replace(/^.*\.(last|best)/, "$1")), ["best-10.safetensors", "best.json", "last-10.safetensors", "last.json"]);
+    if (method === "simclr") {
+      const last = join(dir.path, "models", saved.find((f) => f.endsWith("last.json"))!);
+      for (const kind of ["knn", "linear"]) {
+        const e = await runCli(["eval", kind, "--checkpoint", last, "--data-dir", data, ...(kind === "linear" ? ["--epochs", "5"] : [])]);
+        assert.equal(e.code, 0, e.stderr);
+        const top1 = Number(e.stdout.match(new RegExp(`${kind} evaluation \\(online weights, resnet18\\): top-1 ([\\d.]+) %`))![1]);
+        assert.ok(top1 >= 0 && top1 <= 100);
+      }
+    }
   });
 }

@@ -9,6 +9,9 @@ import { join } from "node:path";
 import type { Config } from "../cli/config.ts";
 import { Loader, scanFolder, type StepMetrics, Trainer, version } from "../ffi/native.ts";
 import { byolTau, lrAt, type Schedule, scaledLr } from "./schedule.ts";
+import { type Position, readSidecar, resume, saveCheckpoint, sidecarPath } from "./checkpoint.ts";
+import { BestSaver } from "./saver.ts";
+import { requeueUnderSlurm, StopFlag } from "./signals.ts";
 import { Progress } from "./progress.ts";
 import { RunLog } from "./logging.ts";
 import { inMemoryLine, skippedLine, validSamples } from "../cli/data.ts";
@@ -41,7 +44,8 @@ export interface EpochSummary {
 
 export interface RunResult {
   epochs: EpochSummary[];
-  weights: string;
+  /** The `last` checkpoint's sidecar. */
+  checkpoint: string;
   stopped: boolean;
   classes: string[];
 }
@@ -51,26 +55,6 @@ export function summaryLine(prefix: string, rank: number, epoch: number, samples
   return `${prefix}-${rank}[Epoch ${epoch}][${samples} samples][${secs.toFixed(2)} sec]:\t Loss: ${
     m.loss.toFixed(4)
   }\tTop-1: ${m.top1.toFixed(4)}\tTop-5: ${m.top5.toFixed(4)}`;
-}
-
-/** Stops the loop between steps on SIGINT/SIGTERM (a second SIGINT exits at once). */
-class StopFlag {
-  requested = false;
-  #handlers: [Deno.Signal, () => void][] = [];
-  constructor() {
-    for (const sig of ["SIGINT", "SIGTERM"] as Deno.Signal[]) {
-      const h = () => {
-        if (this.requested && sig === "SIGINT") Deno.exit(130);
-        this.requested = true;
-        console.error(`\n${sig}: finishing the current step, then saving and exiting`);
-      };
-      Deno.addSignalListener(sig, h);
-      this.#handlers.push([sig, h]);
-    }
-  }
-  [Symbol.dispose](): void {
-    for (const [s, h] of this.#handlers) Deno.removeSignalListener(s, h);
-  }
 }
 
 /** Trains per `cfg`, printing progress with `log`; returns per-epoch summaries. */
@@ -132,61 +116,91 @@ export async function train(cfg: Config, log: (line: string) => void = console.l
   runLog.config(cfg);
   if (runLog.dir) log(`logging to ${runLog.dir} (TensorBoard: tensorboard --logdir ${cfg.logDir})`);
   using stop = new StopFlag();
-  const epochs: EpochSummary[] = [];
-  let step = 0;
-  for (let epoch = 1; epoch <= cfg.epochs && !stop.requested; epoch++) {
-    const t0 = performance.now();
-    const trainMeter = new Meter();
-    const progress = new Progress(`epoch ${epoch}/${cfg.epochs}`, steps);
-    trainLoader.startEpoch(epoch - 1);
-    let lr = 0;
-    for (let i = 0; i < steps && !stop.requested; i++) {
-      const batch = await trainLoader.next();
-      if (!batch) break;
-      lr = lrAt(schedule, step);
-      runLog.step(lr, step);
-      const tau = byolTau(cfg.baseDecay, step++, schedule.totalSteps);
-      const m = await trainer.trainStep(batch, lr, tau);
-      if (!Number.isFinite(m.loss)) throw new Error(`the loss became ${m.loss} at step ${step}; lower --lr`);
-      trainMeter.add(m);
-      progress.update(i + 1, trainMeter.samples, m.loss);
-    }
-    progress.done();
-    const trainSecs = (performance.now() - t0) / 1000;
-    log(summaryLine("train", 0, epoch, trainMeter.samples, trainSecs, trainMeter.mean()));
-    const trainSkips = skippedLine("train", epoch, trainLoader.report());
-    if (trainSkips) log(trainSkips);
-    if (stop.requested) break;
+  const resumed = cfg.noResume ? null : await resume(trainer, cfg);
+  const pos: Position = resumed ?? { epoch: 1, batch: 0, step: 0, bestLoss: null, sinceBest: 0 };
+  if (resumed) log(`resumed ${cfg.runName} at epoch ${pos.epoch}, batch ${pos.batch} (step ${pos.step})`);
+  const saver = new BestSaver(cfg.epochs, cfg.earlyStop, pos.bestLoss, pos.sinceBest);
+  const save = async (kind: "last" | "best") => {
+    if (cfg.rank !== 0) return;
+    await saveCheckpoint(trainer, cfg, kind, { ...pos, bestLoss: saver.bestLoss, sinceBest: saver.sinceBest });
+  };
+  const testPass = async (epoch: number) => {
     const t1 = performance.now();
     const testMeter = new Meter();
     testLoader.startEpoch(0);
     for (let b = await testLoader.next(); b; b = cfg.debugStep ? null : await testLoader.next()) {
       testMeter.add(await trainer.evalStep(b));
     }
-    const testSecs = (performance.now() - t1) / 1000;
-    log(summaryLine("test", 0, epoch, testMeter.samples, testSecs, testMeter.mean()));
+    const secs = (performance.now() - t1) / 1000;
+    log(summaryLine("test", cfg.rank, epoch, testMeter.samples, secs, testMeter.mean()));
     const testSkips = skippedLine("test", epoch, testLoader.report());
     if (testSkips) log(testSkips);
-    epochs.push({ epoch, train: trainMeter.mean(), test: testMeter.mean(), lr, seconds: trainSecs + testSecs });
-    runLog.epoch(epoch, trainMeter.mean(), testMeter.mean(), lr);
+    return { meter: testMeter, secs };
+  };
+  const epochs: EpochSummary[] = [];
+  let lastSave = performance.now();
+  // Testing preemption: a real SIGTERM to ourselves after this many steps.
+  const selfTerm = Number(Deno.env.get("SELFSUP_SIGTERM_AFTER_STEPS") ?? "0");
+  while (pos.epoch <= cfg.epochs && !stop.requested) {
+    const epoch = pos.epoch;
+    const t0 = performance.now();
+    const trainMeter = new Meter();
+    const progress = new Progress(`epoch ${epoch}/${cfg.epochs}`, steps);
+    trainLoader.startEpoch(epoch - 1, pos.batch);
+    let lr = 0;
+    while (pos.batch < steps && !stop.requested) {
+      const batch = await trainLoader.next();
+      if (!batch) break;
+      lr = lrAt(schedule, pos.step);
+      runLog.step(lr, pos.step);
+      const tau = byolTau(cfg.baseDecay, pos.step, schedule.totalSteps);
+      const m = await trainer.trainStep(batch, lr, tau);
+      if (!Number.isFinite(m.loss)) throw new Error(`the loss became ${m.loss} at step ${pos.step + 1}; lower --lr`);
+      pos.step++;
+      pos.batch++;
+      if (pos.step === selfTerm) Deno.kill(Deno.pid, "SIGTERM");
+      trainMeter.add(m);
+      progress.update(pos.batch, trainMeter.samples, m.loss);
+      if (cfg.checkpointMinutes > 0 && performance.now() - lastSave > cfg.checkpointMinutes * 60_000) {
+        await save("last");
+        lastSave = performance.now();
+      }
+    }
+    progress.done();
+    const trainSecs = (performance.now() - t0) / 1000;
+    log(summaryLine("train", cfg.rank, epoch, trainMeter.samples, trainSecs, trainMeter.mean()));
+    const trainSkips = skippedLine("train", epoch, trainLoader.report());
+    if (trainSkips) log(trainSkips);
+    if (stop.requested) break;
+    const test = await testPass(epoch);
+    epochs.push({ epoch, train: trainMeter.mean(), test: test.meter.mean(), lr, seconds: trainSecs + test.secs });
+    runLog.epoch(epoch, trainMeter.mean(), test.meter.mean(), lr);
     await runLog.augmentations(trainer, epoch);
+    const verdict = saver.observe(epoch, test.meter.mean().loss);
+    pos.epoch++;
+    pos.batch = 0;
+    if (verdict.best) await save("best");
+    await save("last");
+    lastSave = performance.now();
+    if (verdict.stop) {
+      log(`Early stopping is triggered: loss: ${saver.bestLoss?.toFixed(4)} (no better test loss in ${BestSaver.PATIENCE + 1} epochs)`);
+      const best = readSidecar(sidecarPath(cfg.modelDir, cfg.runName, "best"));
+      if (best) {
+        await trainer.loadCheckpoint(join(cfg.modelDir, best.weights));
+        await testPass(epoch);
+      }
+      break;
+    }
   }
-  const weights = join(cfg.modelDir, `${cfg.runName}.weights.safetensors`);
-  await saveAtomically(trainer, weights);
-  log(`weights saved to ${weights}`);
-  return { epochs, weights, stopped: stop.requested, classes };
-}
-
-/** Writes to a temporary name, then renames: a crash never leaves a torn file. */
-async function saveAtomically(trainer: Trainer, path: string): Promise<void> {
-  await Deno.mkdir(join(path, ".."), { recursive: true });
-  const tmp = `${path}.tmp-${Deno.pid}`;
-  await trainer.saveWeights(tmp);
-  const f = await Deno.open(tmp, { read: true });
-  try {
-    await f.sync();
-  } finally {
-    f.close();
+  if (stop.requested) {
+    await save("last");
+    log(`saved the last checkpoint at epoch ${pos.epoch}, batch ${pos.batch}; run the same command to resume`);
+    if (cfg.rank === 0 && stop.signal !== "SIGINT") {
+      const requeued = await requeueUnderSlurm();
+      if (requeued) log(requeued);
+    }
   }
-  await Deno.rename(tmp, path);
+  const last = sidecarPath(cfg.modelDir, cfg.runName, "last");
+  if (cfg.rank === 0) log(`checkpoint: ${last}`);
+  return { epochs, checkpoint: last, stopped: stop.requested, classes };
 }

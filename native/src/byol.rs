@@ -148,4 +148,8 @@ impl Byol {
     pub fn backbone(&self) -> &ResNet {
         &self.backbone
     }
+
+    pub fn target_backbone(&self) -> Result<&ResNet> {
+        Ok(&self.target()?.backbone)
+    }
 }

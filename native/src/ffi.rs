@@ -155,9 +155,9 @@ pub extern "C" fn selfsup_loader_len(id: i64) -> i64 {
 }
 
 #[no_mangle]
-pub extern "C" fn selfsup_loader_start_epoch(id: i64, epoch: u64) -> i64 {
+pub extern "C" fn selfsup_loader_start_epoch(id: i64, epoch: u64, first_batch: u64) -> i64 {
     guard(|| {
-        loader(id)?.lock().map_err(|_| anyhow!("loader poisoned"))?.start_epoch(epoch)?;
+        loader(id)?.lock().map_err(|_| anyhow!("loader poisoned"))?.start_epoch(epoch, first_batch as usize)?;
         Ok(0)
     })
 }
@@ -279,20 +279,109 @@ pub unsafe extern "C" fn selfsup_trainer_views(id: i64, which: u32, dims: *mut i
     })
 }
 
-#[no_mangle]
-pub unsafe extern "C" fn selfsup_trainer_save_weights(id: i64, path: *const u8, len: usize) -> i64 {
+/// Runs `f` with the path argument on trainer `id`'s thread.
+unsafe fn on_trainer_with_path<F>(id: i64, path: *const u8, len: usize, f: F) -> i64
+where
+    F: FnOnce(&mut State, &std::path::Path) -> Result<()> + Send + 'static,
+{
     guard(|| {
         let p = PathBuf::from(text(path, len)?);
-        trainer(id)?.call(move |s| s.save_weights(&p))?;
+        trainer(id)?.call(move |s| f(s, &p))?;
         Ok(0)
     })
 }
 
+/// Every parameter and buffer, by name, as safetensors (no optimizer state).
+#[no_mangle]
+pub unsafe extern "C" fn selfsup_trainer_save_weights(id: i64, path: *const u8, len: usize) -> i64 {
+    on_trainer_with_path(id, path, len, |s, p| s.save_weights(&p.to_path_buf()))
+}
+
 #[no_mangle]
 pub unsafe extern "C" fn selfsup_trainer_load_weights(id: i64, path: *const u8, len: usize) -> i64 {
+    on_trainer_with_path(id, path, len, |s, p| s.load_weights(&p.to_path_buf()))
+}
+
+/// Everything needed to resume (weights, target, optimizer, Polyak), written atomically.
+#[no_mangle]
+pub unsafe extern "C" fn selfsup_trainer_save_checkpoint(id: i64, path: *const u8, len: usize) -> i64 {
+    on_trainer_with_path(id, path, len, |s, p| s.save_checkpoint(p))
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn selfsup_trainer_load_checkpoint(id: i64, path: *const u8, len: usize) -> i64 {
+    on_trainer_with_path(id, path, len, |s, p| s.load_checkpoint(p))
+}
+
+/// Backbone weights with torchvision's names (an export) into the online backbone.
+#[no_mangle]
+pub unsafe extern "C" fn selfsup_trainer_load_backbone(id: i64, path: *const u8, len: usize) -> i64 {
+    on_trainer_with_path(id, path, len, |s, p| s.load_backbone(p))
+}
+
+/// Frozen features of a test-mode batch (consumed) into set 0 (train) or 1
+/// (test), under weights 0 online, 1 polyak, 2 target; set -1 clears both.
+#[no_mangle]
+pub extern "C" fn selfsup_trainer_embed(id: i64, batch: i64, set: i64, weights: i64) -> i64 {
     guard(|| {
-        let p = PathBuf::from(text(path, len)?);
-        trainer(id)?.call(move |s| s.load_weights(&p))?;
+        let t = trainer(id)?;
+        if set < 0 {
+            t.call(|s| {
+                s.clear_features();
+                Ok(())
+            })?;
+            return Ok(0);
+        }
+        let which = match weights {
+            0 => "online",
+            1 => "polyak",
+            2 => "target",
+            _ => bail!("weights must be 0 (online), 1 (polyak) or 2 (target)"),
+        };
+        let b = take_batch(batch)?;
+        t.call(move |s| s.embed(b, set as usize, which))?;
+        Ok(0)
+    })
+}
+
+/// Classifies the test features from the train features: `how` is JSON,
+/// {"linear": {epochs, lr, weightDecay, batchSize, seed}} or {"knn": {k, temperature}};
+/// fills out[0] = top-1, out[1] = top-5 (%).
+#[no_mangle]
+pub unsafe extern "C" fn selfsup_trainer_classify(id: i64, classes: i64, how: *const u8, len: usize, out: *mut f64) -> i64 {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    enum How {
+        Linear(crate::evaluate::LinearProbe),
+        Knn { k: i64, temperature: f64 },
+    }
+    guard(|| {
+        let how: How = json(how, len, "evaluation")?;
+        let acc = trainer(id)?.call(move |s| match how {
+            How::Linear(p) => s.linear_probe(classes, &p),
+            How::Knn { k, temperature } => s.knn(classes, k, temperature),
+        })?;
+        if out.is_null() {
+            bail!("null output buffer");
+        }
+        std::ptr::copy_nonoverlapping(acc.as_ptr(), out, 2);
+        Ok(0)
+    })
+}
+
+/// Export test: eval features of `images` in `input` under `weights` (0
+/// online, 1 polyak, 2 target) written to `output`.
+#[no_mangle]
+pub unsafe extern "C" fn selfsup_trainer_debug_features(
+    id: i64,
+    input: *const u8,
+    input_len: usize,
+    output: *const u8,
+    output_len: usize,
+) -> i64 {
+    guard(|| {
+        let (i, o) = (PathBuf::from(text(input, input_len)?), PathBuf::from(text(output, output_len)?));
+        trainer(id)?.call(move |s| crate::trainer_io::features_of(s, &i, &o, "online"))?;
         Ok(0)
     })
 }

@@ -2,9 +2,11 @@
 //! through tch, loaded by the Deno front end over a plain C ABI (ffi.rs).
 pub mod augment;
 pub mod byol;
+pub mod checkpoint;
 pub mod data;
 pub mod debug;
 pub mod ema;
+pub mod evaluate;
 pub mod ffi;
 pub mod losses;
 pub mod model;
@@ -14,6 +16,7 @@ pub mod simclr;
 pub mod status;
 pub mod thread;
 pub mod trainer;
+pub mod trainer_io;
 
 extern "C" {
     fn selfsup_shim_torch_version() -> *const std::os::raw::c_char;

@@ -183,6 +183,28 @@ impl Model {
         Ok(Metrics { loss, ssl_loss: ssl, linear_loss: ce, top1: acc[0].shallow_clone(), top5: acc[1].shallow_clone() })
     }
 
+    /// Eval-mode backbone features of `x` under the chosen weights.
+    pub fn features(&mut self, x: &Tensor, weights: &str) -> Result<Tensor> {
+        let _g = tch::no_grad_guard();
+        let backbone = |m: &Model, target: bool| -> Result<Tensor> {
+            match (&m.net, target) {
+                (Net::SimClr(n), false) => n.backbone().forward(x, false),
+                (Net::Byol(n), false) => n.backbone().forward(x, false),
+                (Net::Byol(n), true) => n.target_backbone()?.forward(x, false),
+                (Net::SimClr(_), true) => bail!("--weights target needs a BYOL model"),
+            }
+        };
+        match weights {
+            "online" => backbone(self, false),
+            "target" => backbone(self, true),
+            "polyak" => match &self.polyak {
+                Some(p) => p.swapped(&self.params, || backbone(self, false)),
+                None => bail!("--weights polyak needs a run trained with --polyak-ema"),
+            },
+            other => bail!("unknown --weights {other:?}; choose online, polyak or target"),
+        }
+    }
+
     pub fn backward(&mut self, m: &Metrics) -> Result<()> {
         optim::zero_grad(&mut self.params)?;
         m.loss.f_backward()?;

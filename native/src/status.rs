@@ -39,9 +39,12 @@ pub fn take_message(id: i64) -> Option<String> {
 /// One line: libtorch messages carry a C++ backtrace after the first
 /// line, which a user should not see.
 pub fn one_line(err: &anyhow::Error) -> String {
-    let full = format!("{err:#}");
-    let mut lines = full.lines().filter(|l| !l.trim().is_empty());
-    let first = lines.next().unwrap_or("unknown error").trim().to_string();
+    first_line(&format!("{err:#}"))
+}
+
+/// The first non-empty line of `text`, trimmed.
+pub fn first_line(text: &str) -> String {
+    let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("unknown error").trim();
     first.trim_end_matches(['.', ' ']).to_string()
 }
 

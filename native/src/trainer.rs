@@ -35,7 +35,9 @@ pub const METRICS: usize = 6;
 pub const SHOWN_VIEWS: i64 = 64;
 
 pub struct State {
-    model: Model,
+    pub(crate) model: Model,
+    /// Frozen-backbone features of the train and test splits (evaluation).
+    pub(crate) features: [crate::evaluate::FeatureSet; 2],
     /// The first views of the last train batch (view 1, view 2) and of the
     /// last test batch, as uint8 on the device: small, and copied to the
     /// host only when the log asks, once an epoch.
@@ -57,7 +59,7 @@ pub fn spawn(cfg: TrainerConfig) -> Result<Owner<State>> {
             tch::set_num_threads(cfg.threads);
         }
         let device = device_of(&cfg.device)?;
-        Ok(State { model: Model::new(cfg.model, device)?, shown: [None, None, None] })
+        Ok(State { model: Model::new(cfg.model, device)?, features: Default::default(), shown: [None, None, None] })
     })
 }
 

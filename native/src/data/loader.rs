@@ -184,7 +184,9 @@ impl Loader {
     }
 
     /// Starts making the batches of `epoch` (stopping any epoch under way).
-    pub fn start_epoch(&mut self, epoch: u64) -> Result<()> {
+    /// Starts making the batches of `epoch` from batch `first` on (a
+    /// resumed run skips what it already trained on).
+    pub fn start_epoch(&mut self, epoch: u64, first: usize) -> Result<()> {
         self.stop();
         self.source.start_pass(epoch);
         let b = self.cfg.batch_size;
@@ -192,6 +194,7 @@ impl Loader {
         if self.cfg.drop_last && batches.last().is_some_and(|l| l.len() < b) {
             batches.pop();
         }
+        batches.drain(..first.min(batches.len()));
         let total = batches.len();
         let workers = self.cfg.workers.max(1).min(total.max(1));
         // Ready batches: about `prefetch` in all, at least one per worker.

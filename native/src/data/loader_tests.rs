@@ -51,7 +51,7 @@ fn samples_of(batch: &Batch, into: &mut BTreeMap<u64, Sample>) {
 /// All samples of one epoch, with the batch sizes seen.
 fn epoch(loader: &mut Loader, e: u64) -> (BTreeMap<u64, Sample>, Vec<usize>) {
     let (mut all, mut sizes) = (BTreeMap::new(), Vec::new());
-    loader.start_epoch(e).expect("start");
+    loader.start_epoch(e, 0).expect("start");
     while let Some(b) = loader.next().expect("batch") {
         sizes.push(b.n);
         samples_of(&b, &mut all);
@@ -103,7 +103,7 @@ fn a_resumed_run_sees_the_views_of_an_uninterrupted_one() {
     let mut resumed = Loader::new(LoaderConfig { workers: 3, ..config(&root, "train", 3) }).expect("loader");
     assert!(epoch(&mut resumed, 2).0 == epochs[2]);
     // Stopping in the middle of an epoch and starting it again gives the same epoch.
-    resumed.start_epoch(1).expect("start");
+    resumed.start_epoch(1, 0).expect("start");
     resumed.next().expect("batch");
     assert!(epoch(&mut resumed, 1).0 == epochs[1]);
     let _ = fs::remove_dir_all(&root);
@@ -161,7 +161,7 @@ fn unreadable_training_images_are_replaced_counted_and_reported() {
     }
     let strict = Loader::new(LoaderConfig { strict: true, ..config(&root, "train", 4) });
     let mut strict = strict.expect("loader");
-    strict.start_epoch(0).expect("start");
+    strict.start_epoch(0, 0).expect("start");
     let err = (0..3).find_map(|_| strict.next().err()).expect("a fatal error").to_string();
     assert!(err.contains("cannot decode") && err.ends_with("(--strict makes unreadable images fatal)"), "{err}");
     let _ = fs::remove_dir_all(&root);
@@ -182,7 +182,7 @@ fn unreadable_test_images_are_left_out_and_an_unreadable_split_is_an_error() {
         fs::remove_dir_all(root.join("train").join(class)).expect("rm");
     }
     let mut broken = Loader::new(config(&root, "train", 1)).expect("loader");
-    broken.start_epoch(0).expect("start");
+    broken.start_epoch(0, 0).expect("start");
     let err = broken.next().map(|_| ()).unwrap_err().to_string();
     assert!(err.starts_with("2 images in a row in ") && err.contains("are unreadable"), "{err}");
     let _ = fs::remove_dir_all(&root);
@@ -208,7 +208,7 @@ fn read_ahead_is_bounded() {
     let root = data_set("bounded", 10);
     let cfg = LoaderConfig { in_memory: InMemory::Always, workers: 2, prefetch: 2, ..config(&root, "train", 2) };
     let mut l = Loader::new(cfg).expect("loader");
-    l.start_epoch(0).expect("start");
+    l.start_epoch(0, 0).expect("start");
     std::thread::sleep(std::time::Duration::from_millis(500));
     // Each worker holds one ready batch and one it cannot hand over: 2 × 2 × 2 images.
     assert!(l.report().cached_images <= 8, "{} images read ahead", l.report().cached_images);

@@ -1,0 +1,73 @@
+//! What a trainer reads and writes besides steps: checkpoints, a
+//! backbone from an export, and frozen-backbone evaluation.
+use crate::checkpoint;
+use crate::data::loader::Batch;
+use crate::evaluate::{self, LinearProbe};
+use crate::trainer::State;
+use anyhow::{bail, Context, Result};
+use std::path::Path;
+use tch::Tensor;
+
+impl State {
+    /// Writes every tensor needed to resume to `path`, atomically.
+    pub fn save_checkpoint(&self, path: &Path) -> Result<()> {
+        checkpoint::write_atomically(path, &self.model.checkpoint_tensors()?)
+    }
+
+    pub fn load_checkpoint(&mut self, path: &Path) -> Result<()> {
+        let saved = checkpoint::read(path)?;
+        self.model.restore(saved, path)
+    }
+
+    /// Loads backbone weights with torchvision's names (an export) into
+    /// the online backbone; every backbone tensor must be present.
+    pub fn load_backbone(&mut self, path: &Path) -> Result<()> {
+        let saved = checkpoint::read(path)?;
+        let vars = self.model.vs.variables();
+        let _g = tch::no_grad_guard();
+        for (name, var) in vars.iter().filter(|(n, _)| n.starts_with("backbone.")) {
+            let key = &name["backbone.".len()..];
+            let t = saved.get(key).with_context(|| format!("{} has no {key}: not a backbone of this --arch", path.display()))?;
+            if t.size() != var.size() {
+                bail!("{}: {key} has shape {:?}, --arch needs {:?}", path.display(), t.size(), var.size());
+            }
+            var.shallow_clone().f_copy_(&t.f_to_device(var.device())?)?;
+        }
+        Ok(())
+    }
+
+    /// Frozen features of a test-mode batch (consumed) into split `set`
+    /// (0 train, 1 test) under `weights` (online, polyak, target).
+    pub fn embed(&mut self, batch: Batch, set: usize, weights: &str) -> Result<()> {
+        if set > 1 {
+            bail!("feature set must be 0 (train) or 1 (test)");
+        }
+        let dev = self.model.device();
+        let x = crate::augment::images_on_device(&batch, dev)?;
+        let f = self.model.features(&x, weights)?;
+        let (f, y) = evaluate::keep(&f, &batch.labels, dev)?;
+        self.features[set].push(f, y);
+        Ok(())
+    }
+
+    pub fn clear_features(&mut self) {
+        self.features = Default::default();
+    }
+
+    pub fn linear_probe(&self, classes: i64, p: &LinearProbe) -> Result<[f64; 2]> {
+        evaluate::linear_probe(&self.features[0], &self.features[1], classes, p)
+    }
+
+    pub fn knn(&self, classes: i64, k: i64, temperature: f64) -> Result<[f64; 2]> {
+        evaluate::knn(&self.features[0], &self.features[1], classes, k, temperature)
+    }
+}
+
+/// For the export test: eval features of `images` from a checkpoint's model.
+pub fn features_of(state: &mut State, input: &Path, output: &Path, weights: &str) -> Result<()> {
+    let named: std::collections::BTreeMap<String, Tensor> = Tensor::read_safetensors(input)?.into_iter().collect();
+    let x = named.get("images").context("input has no images")?.f_to_device(state.model.device())?;
+    let f = state.model.features(&x, weights)?;
+    Tensor::write_safetensors(&[("features".to_string(), f.f_contiguous()?)], output)?;
+    Ok(())
+}

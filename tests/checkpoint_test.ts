@@ -1,0 +1,145 @@
+/**
+ * Checkpoints: exact resume after a real SIGTERM, survival of a writer
+ * killed mid-checkpoint, and the export read back by torchvision.
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { Trainer, writeDemoDataset } from "../ffi/native.ts";
+import { readSidecar } from "../train/checkpoint.ts";
+import { readSafetensors, tensorOf, writeSafetensors } from "../train/safetensors.ts";
+import { python, runCli, runPython, tempDir } from "./helpers.ts";
+
+const base = [
+  "train", "--method", "byol", "--num-replicas", "1", "--arch", "resnet18", "--representation-size", "512",
+  "--head-latent-size", "64", "--projection-size", "32", "--image-size-override", "32", "--batch-size", "32",
+  "--epochs", "2", "--warmup", "1", "--seed", "3", "--polyak-ema", "0.9", "--uid", "resume",
+];
+
+async function trainRun(data: string, dir: string, env: Record<string, string> = {}) {
+  const args = [...base, "--data-dir", data, "--model-dir", join(dir, "models"), "--log-dir", join(dir, "runs")];
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-all", "--quiet", join(import.meta.dirname!, "..", "cli", "main.ts"), ...args],
+    env,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const d = new TextDecoder();
+  return { code: out.code, stdout: d.decode(out.stdout), stderr: d.decode(out.stderr) };
+}
+
+function lastCheckpoint(modelDir: string) {
+  const side = [...Deno.readDirSync(modelDir)].find((e) => e.name.endsWith(".last.json"));
+  assert.ok(side, `a last checkpoint in ${modelDir}`);
+  const s = readSidecar(join(modelDir, side.name))!;
+  return { side: s, tensors: readSafetensors(join(modelDir, s.weights)).tensors };
+}
+
+Deno.test("resume after SIGTERM continues bit-for-bit: weights, BYOL target, optimizer and Polyak state", async () => {
+  using dir = tempDir();
+  const data = join(dir.path, "data");
+  await writeDemoDataset(data, { trainPerClass: 16, testPerClass: 3 });
+  const straight = await trainRun(data, join(dir.path, "a"));
+  assert.equal(straight.code, 0, straight.stderr);
+  // 5 steps an epoch: stop in the middle of the first epoch, then resume.
+  const stopped = await trainRun(data, join(dir.path, "b"), { SELFSUP_SIGTERM_AFTER_STEPS: "3" });
+  assert.equal(stopped.code, 0, stopped.stderr);
+  assert.match(stopped.stderr, /SIGTERM: finishing the current step/);
+  // The signal is handled while a step is in flight; that step completes.
+  const at = stopped.stdout.match(/saved the last checkpoint at epoch 1, batch (\d+)/);
+  assert.ok(at && Number(at[1]) >= 3 && Number(at[1]) < 5, stopped.stdout);
+  const resumed = await trainRun(data, join(dir.path, "b"));
+  assert.equal(resumed.code, 0, resumed.stderr);
+  assert.match(resumed.stdout, new RegExp(`resumed .* at epoch 1, batch ${at[1]} \\(step ${at[1]}\\)`));
+
+  const a = lastCheckpoint(join(dir.path, "a", "models"));
+  const b = lastCheckpoint(join(dir.path, "b", "models"));
+  assert.equal(a.side.step, 10);
+  assert.deepEqual([b.side.epoch, b.side.batch, b.side.step], [a.side.epoch, a.side.batch, a.side.step]);
+  assert.deepEqual([...b.tensors.keys()], [...a.tensors.keys()]);
+  for (const prefix of ["model.target.", "optim.", "polyak.", "model.backbone."]) {
+    assert.ok([...a.tensors.keys()].some((k) => k.startsWith(prefix)), `checkpoint holds ${prefix}*`);
+  }
+  for (const [k, t] of a.tensors) assert.deepEqual(b.tensors.get(k)!.data, t.data, `${k} differs after resume`);
+});
+
+Deno.test("a writer killed mid-checkpoint leaves the previous checkpoint intact and loadable", async () => {
+  using dir = tempDir();
+  for (let round = 0; round < 3; round++) {
+    const child = new Deno.Command(Deno.execPath(), {
+      args: ["run", "--allow-all", "--quiet", join(import.meta.dirname!, "fixtures", "save_forever.ts"), dir.path],
+      stdout: "piped",
+      stderr: "inherit",
+    }).spawn();
+    // Let it save a few times, then kill it without warning at some point of a write.
+    const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    let seen = "";
+    while (!/saved [3-9]/.test(seen)) seen += (await reader.read()).value ?? "";
+    await new Promise((r) => setTimeout(r, 37 * (round + 1)));
+    child.kill("SIGKILL");
+    await child.status;
+    await reader.cancel();
+    const sides = [...Deno.readDirSync(dir.path)].map((e) => e.name).filter((f) => f.endsWith(".last.json"));
+    assert.equal(sides.length, 1, "exactly one sidecar survives");
+    const named = readSidecar(join(dir.path, sides[0]))!;
+    assert.ok(named.step >= 3, "it names a checkpoint saved before the kill");
+    using trainer = await Trainer.create({
+      arch: "resnet18", representationSize: 512, headLatentSize: 64, nceSize: 128, nceTemperature: 0.1,
+      numClasses: 3, optimizer: "lars_momentum", weightDecay: 1e-6,
+    });
+    await trainer.loadCheckpoint(join(dir.path, named.weights));
+  }
+});
+
+Deno.test("a truncated or foreign checkpoint is a one-line error", async () => {
+  using dir = tempDir();
+  using trainer = await Trainer.create({
+    arch: "resnet18", representationSize: 512, headLatentSize: 64, nceSize: 128, nceTemperature: 0.1,
+    numClasses: 3, optimizer: "lars_momentum", weightDecay: 1e-6,
+  });
+  const good = join(dir.path, "good.safetensors");
+  await trainer.saveCheckpoint(good);
+  const bytes = Deno.readFileSync(good);
+  Deno.writeFileSync(join(dir.path, "cut.safetensors"), bytes.subarray(0, bytes.length >> 1));
+  await assert.rejects(() => trainer.loadCheckpoint(join(dir.path, "cut.safetensors")), /cut\.safetensors is not a readable checkpoint/);
+  writeSafetensors(join(dir.path, "other.safetensors"), [["x", tensorOf([1], new Float32Array([1]))]]);
+  await assert.rejects(
+    () => trainer.loadCheckpoint(join(dir.path, "other.safetensors")),
+    /has no model\..*made by another --method\/--arch/,
+  );
+  await trainer.loadCheckpoint(good);
+});
+
+Deno.test({
+  name: "export: torchvision's resnet18 loads the backbone (only fc.* missing) and gives selfsup's features",
+  ignore: python === "",
+  async fn() {
+    using dir = tempDir();
+    const data = join(dir.path, "data");
+    await writeDemoDataset(data, { trainPerClass: 8, testPerClass: 2 });
+    const models = join(dir.path, "models");
+    const r = await runCli([
+      "train", "--num-replicas", "1", "-a", "resnet18", "--representation-size", "512", "--head-latent-size", "32",
+      "--image-size-override", "32", "--batch-size", "16", "--epochs", "2", "--warmup", "1", "--data-dir", data,
+      "--model-dir", models, "--log-dir", join(dir.path, "runs"),
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    const side = [...Deno.readDirSync(models)].find((e) => e.name.endsWith(".last.json"))!.name;
+    const out = join(dir.path, "backbone.safetensors");
+    const e = await runCli(["export", join(models, side), out]);
+    assert.equal(e.code, 0, e.stderr);
+    // selfsup's features for some images, from the checkpoint
+    const images = join(dir.path, "images.safetensors");
+    const x = new Float32Array(2 * 3 * 32 * 32).map((_, i) => (i * 7919 % 1000) / 1000);
+    writeSafetensors(images, [["images", tensorOf([2, 3, 32, 32], x)]]);
+    using trainer = await Trainer.create({
+      arch: "resnet18", representationSize: 512, headLatentSize: 32, nceSize: 128, nceTemperature: 0.1,
+      numClasses: 10, optimizer: "lars_momentum", weightDecay: 1e-6,
+    });
+    await trainer.loadCheckpoint(join(models, readSidecar(join(models, side))!.weights));
+    await trainer.debugFeatures(images, join(dir.path, "native.safetensors"));
+    const report = JSON.parse(await runPython("export_check.py", ["resnet18", out, images, join(dir.path, "native.safetensors")]));
+    assert.deepEqual(report.missing, ["fc.bias", "fc.weight"]);
+    assert.deepEqual(report.unexpected, []);
+    assert.ok(report.featureError <= 1e-5, `features differ by ${report.featureError}`);
+  },
+});
