@@ -65,6 +65,7 @@ export interface Config {
   threads: number;
   noResume: boolean;
   checkpointMinutes: number;
+  knnMonitor: number;
   // Derived:
   worldSize: number;
   rank: number;
@@ -138,6 +139,7 @@ export const DEFAULTS: Settings = {
   threads: 0,
   noResume: false,
   checkpointMinutes: 30,
+  knnMonitor: 0,
 };
 
 /**
@@ -271,6 +273,7 @@ export function validate(s: Settings): void {
     fail(`--distributed-port must be a port number, got ${s.distributedPort}`);
   }
   if (s.seed !== null && (!Number.isInteger(s.seed) || s.seed < 0)) fail(`--seed must be an integer >= 0, got ${s.seed}`);
+  if (!Number.isInteger(s.knnMonitor) || s.knnMonitor < 0) fail(`--knn-monitor must be an integer >= 0, got ${s.knnMonitor}`);
   if (!(s.checkpointMinutes >= 0)) fail(`--checkpoint-minutes must be >= 0, got ${s.checkpointMinutes}`);
 }
 

@@ -96,6 +96,7 @@ export const FLAGS: Record<string, Flag[]> = {
     { key: "logDir", flags: "--log-dir <dir>", help: "TensorBoard events and metrics.jsonl go to <log-dir>/<run-name> (default: ./runs)" },
     { key: "noResume", flags: "--no-resume", help: "start afresh even if this run's last checkpoint exists (it is overwritten)" },
     { key: "checkpointMinutes", flags: "--checkpoint-minutes <m>", help: "also write the last checkpoint every m minutes within an epoch, 0 = only per epoch (default: 30)", parse: "float" },
+    { key: "knnMonitor", flags: "--knn-monitor <n>", help: "every n epochs, score frozen features with a 200-NN classifier (train -> test), 0 = off (default: 0)", parse: "int" },
     { key: "earlyStop", flags: "--early-stop", help: "stop after 10 epochs without a better test loss" },
     { key: "visdomUrl", flags: "--visdom-url <url>", help: "also post scalars and image grids to this visdom server, e.g. http://host (default: none)" },
     { key: "visdomPort", flags: "--visdom-port <port>", help: "visdom port (default: the URL's, else 8097)", parse: "int" },

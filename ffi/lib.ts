@@ -3,6 +3,7 @@
  *
  * @module
  */
+import { dirname, join } from "node:path";
 import { symbols } from "./symbols.ts";
 
 /** An error raised inside the native library, with its message. */
@@ -13,14 +14,19 @@ export class NativeError extends Error {
 type Native = Deno.DynamicLibrary<typeof symbols>["symbols"];
 let lib: Deno.DynamicLibrary<typeof symbols> | undefined;
 
-/** Where the library is: $SELFSUP_NATIVE_LIB, else native/'s release build, else its debug build. */
+/**
+ * Where the library is: $SELFSUP_NATIVE_LIB, else beside the executable
+ * (a `deno compile`d selfsup), else native/'s release build, else its
+ * debug build.
+ */
 export function libraryPath(): string {
   const explicit = Deno.env.get("SELFSUP_NATIVE_LIB");
   if (explicit) return explicit;
-  const candidates = ["release", "debug"].map((p) =>
-    new URL(`../native/target/${p}/libselfsup_native.so`, import.meta.url).pathname
-  );
-  return candidates.find((p) => exists(p)) ?? candidates[0];
+  const candidates = [
+    join(dirname(Deno.execPath()), "libselfsup_native.so"),
+    ...["release", "debug"].map((p) => new URL(`../native/target/${p}/libselfsup_native.so`, import.meta.url).pathname),
+  ];
+  return candidates.find((p) => exists(p)) ?? candidates[1];
 }
 
 function exists(path: string): boolean {

@@ -108,11 +108,7 @@ export class RunLog {
       );
     }
     points.push(["train_learning-rate", lr]);
-    for (const [tag, v] of points) {
-      this.#events.scalar(tag, v, epoch);
-      this.#metrics!.point(tag, epoch, v);
-      this.#visdom?.line(tag, [epoch], [v]);
-    }
+    this.#points(points, epoch);
     if (this.#visdom && this.#stepXs.length > 0) {
       // Per-step points go to visdom once an epoch, in one message.
       this.#visdom.line(STEP_LR_TAG, this.#stepXs, this.#stepYs, "step");
@@ -121,6 +117,21 @@ export class RunLog {
     }
     this.#visdom?.save();
     this.flush();
+  }
+
+  /** Further per-epoch scalars, e.g. the kNN monitor's. */
+  scalars(epoch: number, points: Record<string, number>): void {
+    if (!this.#events) return;
+    this.#points(Object.entries(points), epoch);
+    this.flush();
+  }
+
+  #points(points: [string, number][], epoch: number): void {
+    for (const [tag, v] of points) {
+      this.#events!.scalar(tag, v, epoch);
+      this.#metrics!.point(tag, epoch, v);
+      this.#visdom?.line(tag, [epoch], [v]);
+    }
   }
 
   /**

@@ -7,7 +7,7 @@
  */
 import { join } from "node:path";
 import type { Config } from "../cli/config.ts";
-import { Loader, scanFolder, type StepMetrics, Trainer, version } from "../ffi/native.ts";
+import { Loader, type LoaderConfig, scanFolder, type StepMetrics, Trainer, version } from "../ffi/native.ts";
 import { byolTau, lrAt, type Schedule, scaledLr } from "./schedule.ts";
 import { type Position, readSidecar, resume, saveCheckpoint, sidecarPath } from "./checkpoint.ts";
 import { BestSaver } from "./saver.ts";
@@ -173,6 +173,11 @@ export async function train(cfg: Config, log: (line: string) => void = console.l
     if (trainSkips) log(trainSkips);
     if (stop.requested) break;
     const test = await testPass(epoch);
+    if (cfg.knnMonitor > 0 && epoch % cfg.knnMonitor === 0) {
+      const knn = await knnMonitor(trainer, cfg, common, classes.length);
+      log(`knn-${cfg.rank}[Epoch ${epoch}]: Top-1: ${knn.top1.toFixed(4)}\tTop-5: ${knn.top5.toFixed(4)}`);
+      runLog.scalars(epoch, { "test_knn-top1": knn.top1, "test_knn-top5": knn.top5 });
+    }
     epochs.push({ epoch, train: trainMeter.mean(), test: test.meter.mean(), lr, seconds: trainSecs + test.secs });
     runLog.epoch(epoch, trainMeter.mean(), test.meter.mean(), lr);
     await runLog.augmentations(trainer, epoch);
@@ -203,4 +208,25 @@ export async function train(cfg: Config, log: (line: string) => void = console.l
   const last = sidecarPath(cfg.modelDir, cfg.runName, "last");
   if (cfg.rank === 0) log(`checkpoint: ${last}`);
   return { epochs, checkpoint: last, stopped: stop.requested, classes };
+}
+
+/**
+ * The kNN monitor: frozen features of the resized train and test images,
+ * classified by a 200-neighbour weighted kNN (cli/evaluate.ts explains).
+ */
+async function knnMonitor(
+  trainer: Trainer,
+  cfg: Config,
+  common: Omit<LoaderConfig, "split" | "augment">,
+  classes: number,
+): Promise<{ top1: number; top5: number }> {
+  await trainer.clearFeatures();
+  for (const split of ["train", "test"] as const) {
+    using loader = await Loader.create({ ...common, split, augment: false, rank: 0, worldSize: 1 });
+    loader.startEpoch(0);
+    for (let b = await loader.next(); b; b = cfg.debugStep ? null : await loader.next()) await trainer.embed(b, split);
+  }
+  const r = await trainer.classify(classes, { knn: { k: 200, temperature: 0.1 } });
+  await trainer.clearFeatures();
+  return r;
 }
