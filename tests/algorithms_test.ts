@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { debugRun } from "../ffi/native.ts";
 import { python, runPython, tempDir } from "./helpers.ts";
+import { tensorOf, writeSafetensors } from "../train/safetensors.ts";
 
 type Report = {
   errors: Record<string, { rel: number; abs: number; scale: number }>;
@@ -98,12 +99,5 @@ function writeImages(path: string, n: number, s: number, seed: number): void {
     x = (x * 1103515245 + 12345) % 2147483648;
     data[i] = x / 2147483648;
   }
-  const header = JSON.stringify({ images: { dtype: "F32", shape: [n, 3, s, s], data_offsets: [0, data.byteLength] } });
-  const padded = header + " ".repeat((8 - (header.length % 8)) % 8);
-  const h = new TextEncoder().encode(padded);
-  const out = new Uint8Array(8 + h.length + data.byteLength);
-  new DataView(out.buffer).setBigUint64(0, BigInt(h.length), true);
-  out.set(h, 8);
-  out.set(new Uint8Array(data.buffer), 8 + h.length);
-  Deno.writeFileSync(path, out);
+  writeSafetensors(path, [["images", tensorOf([n, 3, s, s], data)]]);
 }

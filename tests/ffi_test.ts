@@ -3,6 +3,7 @@ import { join } from "node:path";
 import { NativeError } from "../ffi/lib.ts";
 import { Loader, scanFolder, Trainer, version, writeDemoDataset } from "../ffi/native.ts";
 import { tempDir } from "./helpers.ts";
+import { tensorOf, writeSafetensors } from "../train/safetensors.ts";
 
 const tiny = {
   arch: "resnet18",
@@ -40,11 +41,11 @@ Deno.test("a tensor shape mismatch inside libtorch reaches TypeScript as an Erro
   using trainer = await Trainer.create(tiny);
   // Two-channel images cannot go through a 3-channel first conv.
   const bad = join(dir.path, "bad.safetensors");
-  writeSafetensors(bad, {
-    view1: { shape: [2, 2, 32, 32], data: new Float32Array(2 * 2 * 32 * 32).fill(0.5) },
-    view2: { shape: [2, 2, 32, 32], data: new Float32Array(2 * 2 * 32 * 32).fill(0.5) },
-    labels: { shape: [2], data: new BigInt64Array([0n, 1n]) },
-  });
+  writeSafetensors(bad, [
+    ["view1", tensorOf([2, 2, 32, 32], new Float32Array(2 * 2 * 32 * 32).fill(0.5))],
+    ["view2", tensorOf([2, 2, 32, 32], new Float32Array(2 * 2 * 32 * 32).fill(0.5))],
+    ["labels", tensorOf([2], new BigInt64Array([0n, 1n]))],
+  ]);
   await assert.rejects(
     () => trainer.debugGradients(bad, join(dir.path, "out.safetensors")),
     (e: Error) => e instanceof NativeError && /channels|shape|size/i.test(e.message) && !e.message.includes("\n"),
@@ -83,36 +84,3 @@ Deno.test("bad settings are one-line native errors", async () => {
   await assert.rejects(() => Trainer.create({ ...tiny, arch: "resnet7" }), /unknown --arch "resnet7"; choose one of/);
   await assert.rejects(() => Trainer.create({ ...tiny, optimizer: "nope" }), /unknown --optimizer/);
 });
-
-type Entry = { shape: number[]; data: Float32Array | BigInt64Array };
-
-/** Writes a safetensors file (F32 / I64) for native inputs. */
-export function writeSafetensors(path: string, tensors: Record<string, Entry>): void {
-  const header: Record<string, unknown> = {};
-  let offset = 0;
-  const chunks: Uint8Array[] = [];
-  for (const [name, t] of Object.entries(tensors)) {
-    const bytes = new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
-    header[name] = {
-      dtype: t.data instanceof Float32Array ? "F32" : "I64",
-      shape: t.shape,
-      data_offsets: [offset, offset + bytes.length],
-    };
-    chunks.push(bytes);
-    offset += bytes.length;
-  }
-  let h = JSON.stringify(header);
-  h += " ".repeat((8 - (h.length % 8)) % 8);
-  const hb = new TextEncoder().encode(h);
-  const len = new Uint8Array(8);
-  new DataView(len.buffer).setBigUint64(0, BigInt(hb.length), true);
-  const all = new Uint8Array(8 + hb.length + offset);
-  all.set(len, 0);
-  all.set(hb, 8);
-  let o = 8 + hb.length;
-  for (const c of chunks) {
-    all.set(c, o);
-    o += c.length;
-  }
-  Deno.writeFileSync(path, all);
-}

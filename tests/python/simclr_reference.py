@@ -14,22 +14,7 @@ import torch.nn.functional as F
 import torchvision
 
 import st
-
-
-def nt_xent(z1, z2, tau):
-    # SimCLR/objective.py with one replica: L2-normalise, mask self-similarity.
-    e1 = z1 * torch.rsqrt(torch.clamp((z1 * z1).sum(-1, keepdim=True), min=1e-12))
-    e2 = z2 * torch.rsqrt(torch.clamp((z2 * z2).sum(-1, keepdim=True), min=1e-12))
-    b = e1.shape[0]
-    labels = torch.arange(b)
-    masks = F.one_hot(labels, b).float()
-    aa = e1 @ e1.t() / tau - masks * 1e9
-    bb = e2 @ e2.t() / tau - masks * 1e9
-    ab = e1 @ e2.t() / tau
-    ba = e2 @ e1.t() / tau
-    la = F.cross_entropy(torch.cat([ab, aa], 1), labels, reduction="none")
-    lb = F.cross_entropy(torch.cat([ba, bb], 1), labels, reduction="none")
-    return (la + lb).mean()
+from algorithms_reference import nt_xent
 
 
 class SimCLR(nn.Module):
