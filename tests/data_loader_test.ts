@@ -9,7 +9,7 @@ import { NativeError } from "../ffi/lib.ts";
 import { Loader, type LoaderConfig, Trainer, writeDemoDataset } from "../ffi/native.ts";
 import { runCli, tempDir } from "./helpers.ts";
 
-/** A small demo data set (10 classes of 32 px shapes) with some files broken on purpose. */
+/** A small demo data set (10 classes of 32 px shapes) at `root` (which must not exist), some files broken on purpose. */
 async function brokenDataSet(root: string): Promise<string[]> {
   await writeDemoDataset(root, { trainPerClass: 4, testPerClass: 2 });
   const zero = join(root, "train", "00_circle", "zero.png");
@@ -35,7 +35,8 @@ const base = (dataDir: string): LoaderConfig => ({
 
 Deno.test("unreadable images are skipped, counted and named in the loader's report; the trainer never sees them", async () => {
   using dir = tempDir();
-  const [zero, cut, junk] = await brokenDataSet(dir.path);
+  const data = join(dir.path, "data");
+  const [zero, cut, junk] = await brokenDataSet(data);
   using trainer = await Trainer.create({
     arch: "resnet18",
     representationSize: 512,
@@ -47,7 +48,7 @@ Deno.test("unreadable images are skipped, counted and named in the loader's repo
     weightDecay: 0,
     seed: 1,
   });
-  using train = await Loader.create({ ...base(dir.path), inMemory: "never" });
+  using train = await Loader.create({ ...base(data), inMemory: "never" });
   train.startEpoch(0);
   const sizes = [];
   for (let b = await train.next(); b; b = await train.next()) sizes.push((await trainer.trainStep(b, 0.01)).samples);
@@ -57,7 +58,7 @@ Deno.test("unreadable images are skipped, counted and named in the loader's repo
   assert.equal(r.skipped.count, 2);
   assert.deepEqual(r.skipped.examples.map((e) => e.split(": ")[0]).sort(), [zero, cut].sort());
   assert.ok(r.skipped.examples.some((e) => e.includes("file is empty (0 bytes)")), r.skipped.examples.join("; "));
-  using test = await Loader.create({ ...base(dir.path), split: "test", augment: false, shuffle: false, dropLast: false });
+  using test = await Loader.create({ ...base(data), split: "test", augment: false, shuffle: false, dropLast: false });
   test.startEpoch(0);
   let seen = 0;
   for (let b = await test.next(); b; b = await test.next()) seen += (await trainer.evalStep(b)).samples;
@@ -67,10 +68,11 @@ Deno.test("unreadable images are skipped, counted and named in the loader's repo
 
 Deno.test("the in-memory mode is chosen automatically under its budget and reported", async () => {
   using dir = tempDir();
-  await writeDemoDataset(dir.path, { trainPerClass: 2, testPerClass: 1 });
-  using auto = await Loader.create({ ...base(dir.path), inMemory: "auto" });
-  using tight = await Loader.create({ ...base(dir.path), inMemory: "auto", inMemoryLimitMb: 0 });
-  using never = await Loader.create({ ...base(dir.path), inMemory: "never" });
+  const data = join(dir.path, "data");
+  await writeDemoDataset(data, { trainPerClass: 2, testPerClass: 1 });
+  using auto = await Loader.create({ ...base(data), inMemory: "auto" });
+  using tight = await Loader.create({ ...base(data), inMemory: "auto", inMemoryLimitMb: 0 });
+  using never = await Loader.create({ ...base(data), inMemory: "never" });
   assert.deepEqual([auto.report().inMemory, tight.report().inMemory, never.report().inMemory], [true, false, false]);
   auto.startEpoch(0);
   for (let b = await auto.next(); b; b = await auto.next()) b.close();
@@ -81,14 +83,15 @@ Deno.test("the in-memory mode is chosen automatically under its budget and repor
 
 Deno.test("a bad loader setting is a one-line NativeError naming the flag", async () => {
   using dir = tempDir();
-  await writeDemoDataset(dir.path, { trainPerClass: 2, testPerClass: 1 });
+  const data = join(dir.path, "data");
+  await writeDemoDataset(data, { trainPerClass: 2, testPerClass: 1 });
   await assert.rejects(
-    () => Loader.create({ ...base(dir.path), solarizeProb: [0, 1.5] }),
+    () => Loader.create({ ...base(data), solarizeProb: [0, 1.5] }),
     (e: Error) => e instanceof NativeError && /^--solarize-prob probability must be within \[0, 1\]/.test(e.message),
   );
   await assert.rejects(
-    () => Loader.create({ ...base(dir.path), batchSize: 64 }),
-    (e: Error) => e instanceof NativeError && e.message.includes(`${join(dir.path, "train")} has 20 images, fewer than one batch of 64`),
+    () => Loader.create({ ...base(data), batchSize: 64 }),
+    (e: Error) => e instanceof NativeError && e.message.includes(`${join(data, "train")} has 20 images, fewer than one batch of 64`),
   );
 });
 

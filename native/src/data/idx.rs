@@ -85,6 +85,10 @@ fn split(dir: &Path, prefix: &str) -> Result<(Idx, Vec<u8>)> {
     if let Some(bad) = labels.data.iter().find(|&&l| l as usize >= FASHION_CLASSES.len()) {
         bail!("{} has label {bad}; Fashion-MNIST labels are 0..9", lpath.display());
     }
+    // torchvision's ImageFolder (and ours) refuses a class folder without images.
+    if let Some(missing) = (0..FASHION_CLASSES.len() as u8).find(|c| !labels.data.contains(c)) {
+        bail!("{} has no image of class {missing}; an ImageFolder needs every class", lpath.display());
+    }
     Ok((images, labels.data))
 }
 
@@ -185,26 +189,30 @@ mod tests {
         let src = temp_dir("fmnist_src");
         let out = src.with_extension("out");
         let _ = fs::remove_dir_all(&out);
-        // 5 train and 3 test images of 4x3 pixels; pixel values encode (image, position).
+        // 13 train and 10 test images of 4x3 pixels; pixel values encode (image, position).
         let pixels = |n: u8| (0..n).flat_map(|i| (0..12).map(move |p| i * 16 + p)).collect::<Vec<u8>>();
-        fs::write(src.join("train-images-idx3-ubyte.gz"), gzip(&idx_bytes(&[5, 3, 4], &pixels(5)))).expect("write");
-        fs::write(src.join("train-labels-idx1-ubyte"), idx_bytes(&[5], &[9, 0, 9, 3, 0])).expect("write");
-        fs::write(src.join("t10k-images-idx3-ubyte"), idx_bytes(&[3, 3, 4], &pixels(3))).expect("write");
-        fs::write(src.join("t10k-labels-idx1-ubyte.gz"), gzip(&idx_bytes(&[3], &[1, 1, 2]))).expect("write");
+        let train_labels = [9, 0, 9, 3, 0, 1, 2, 4, 5, 6, 7, 8, 8];
+        fs::write(src.join("train-images-idx3-ubyte.gz"), gzip(&idx_bytes(&[13, 3, 4], &pixels(13)))).expect("write");
+        fs::write(src.join("train-labels-idx1-ubyte"), idx_bytes(&[13], &train_labels)).expect("write");
+        fs::write(src.join("t10k-images-idx3-ubyte"), idx_bytes(&[10, 3, 4], &pixels(10))).expect("write");
+        fs::write(src.join("t10k-labels-idx1-ubyte.gz"), gzip(&idx_bytes(&[10], &[1, 0, 2, 3, 4, 5, 6, 7, 8, 9]))).expect("write");
         let done = fashion_mnist_to_folder(&src, &out).expect("convert");
-        assert_eq!((done.train, done.test, done.classes.len()), (5, 3, 10));
+        assert_eq!((done.train, done.test, done.classes.len()), (13, 10, 10));
         let train = ImageFolder::scan(&out.join("train")).expect("scan");
         assert_eq!(train.classes, FASHION_CLASSES);
         let labels: Vec<i64> = train.samples.iter().map(|s| s.1).collect();
-        assert_eq!(labels, [0, 0, 3, 9, 9]);
+        assert_eq!(labels, [0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 8, 9, 9]);
         let img = image::open(out.join("train/9-ankle-boot/00002.png")).expect("png").into_luma8();
         assert_eq!((img.dimensions(), img.get_pixel(1, 2).0[0]), ((4, 3), 2 * 16 + 9)); // row 2, column 1
         assert!(fashion_mnist_to_folder(&src, &out).unwrap_err().to_string().ends_with("exists already; choose a new folder"));
         let _ = fs::remove_dir_all(&out);
-        // A mismatch is reported before anything is written.
-        fs::write(src.join("t10k-labels-idx1-ubyte.gz"), gzip(&idx_bytes(&[2], &[1, 1]))).expect("write");
+        // Mismatches are reported before anything is written.
+        fs::write(src.join("t10k-labels-idx1-ubyte.gz"), gzip(&idx_bytes(&[9], &[1, 0, 2, 3, 4, 5, 6, 7, 8]))).expect("write");
         let msg = fashion_mnist_to_folder(&src, &out).unwrap_err().to_string();
-        assert!(msg.contains("has 3 images but") && msg.ends_with("has 2 labels"), "{msg}");
+        assert!(msg.contains("has 10 images but") && msg.ends_with("has 9 labels"), "{msg}");
+        fs::write(src.join("t10k-labels-idx1-ubyte.gz"), gzip(&idx_bytes(&[10], &[1, 0, 2, 3, 4, 5, 6, 7, 8, 8]))).expect("write");
+        let msg = fashion_mnist_to_folder(&src, &out).unwrap_err().to_string();
+        assert!(msg.ends_with("t10k-labels-idx1-ubyte.gz has no image of class 9; an ImageFolder needs every class"), "{msg}");
         assert!(!out.exists());
         fs::remove_file(src.join("train-labels-idx1-ubyte")).expect("rm");
         let msg = fashion_mnist_to_folder(&src, &out).unwrap_err().to_string();
