@@ -115,8 +115,15 @@ export function pythonFloat(x: number): string {
 function formatValue(v: unknown): string | null {
   if (v === undefined || v === null || v === false || v === 0 || v === "") return null;
   if (v === true) return "1";
-  if (typeof v === "number") return Number.isInteger(v) ? BigInt(v).toString() : pythonFloat(v);
+  if (typeof v === "number") return formatNumber(v);
+  // selfsup's per-view settings (one number per view): `bp1+0.1`, as `-`
+  // would read as a sign.
+  if (Array.isArray(v)) return v.map((x) => (typeof x === "number" ? formatNumber(x) : String(x))).join("+");
   return String(v);
+}
+
+function formatNumber(x: number): string {
+  return Number.isInteger(x) ? BigInt(x).toString() : pythonFloat(x);
 }
 
 /**
@@ -139,7 +146,10 @@ export function runName(config: Readonly<Partial<Config>> | Readonly<Record<stri
   const parts = [String(c.uid ?? "")];
   const args = [...REFERENCE_ARGS.map(([k, only]) => [k, only, undefined] as const), ...SELFSUP_ARGS];
   for (const [key, only, omitted] of args) {
-    if ((only && only !== method) || (omitted !== undefined && JSON.stringify(c[key]) === JSON.stringify(omitted))) continue;
+    if (
+      (only && only !== method) ||
+      (omitted !== undefined && JSON.stringify(c[key]) === JSON.stringify(omitted))
+    ) continue;
     let v = c[key];
     if (key === "batchSize" && typeof v === "number") v = Math.floor(v / replicas);
     const text = formatValue(v);

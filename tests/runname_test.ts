@@ -114,6 +114,16 @@ Deno.test("run name: non-default values appear, zero values and blacklisted sett
   // selfsup's own BYOL loss flag appears only when it is not the default.
   assert.equal(runName({ ...BYOL_REFERENCE, byolLoss: "paper" }), runName(BYOL_REFERENCE));
   assert.ok(runName({ ...BYOL_REFERENCE, byolLoss: "reference" }).endsWith("_nr1_blreference"));
+  // Per-view augmentation probabilities: left out at their defaults, else both values.
+  assert.equal(
+    runName({ ...SIMCLR_REFERENCE, blurProb: [0.5, 0.5], solarizeProb: [0, 0] }),
+    runName(SIMCLR_REFERENCE),
+  );
+  assert.ok(
+    runName({ ...BYOL_REFERENCE, blurProb: [1, 0.1], solarizeProb: [0, 0.2] }).endsWith(
+      "_nr1_bp1+0.1_sp0+0.2",
+    ),
+  );
   // Missing keys are skipped like zero values.
   assert.equal(runName({ uid: "x", epochs: 5 }), "x_e5");
 });
