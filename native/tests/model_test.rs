@@ -103,3 +103,27 @@ fn lars_adapts_and_decays_weights_but_not_biases() {
     opt.step(&mut params, 0.5).unwrap();
     assert!((b.double_value(&[0]) - (0.0 - 0.5 * (0.9 * 2.0 + 2.0))).abs() < 1e-6);
 }
+
+#[test]
+fn small_stem_keeps_32_pixel_resolution_into_layer1() {
+    let vs = VarStore::new(Device::Cpu);
+    let mut init = Init::new(0, Device::Cpu);
+    let net = ResNet::new(&vs.root(), &mut init, "resnet18", true).unwrap();
+    assert_eq!(vs.variables()["conv1.weight"].size(), vec![64, 3, 3, 3]);
+    let x = Tensor::rand([2, 3, 32, 32], (Kind::Float, Device::Cpu));
+    let _g = tch::no_grad_guard();
+    assert_eq!(net.forward(&x, false).unwrap().size(), vec![2, 512]);
+    // 3x3/1 stem without max-pool: 32 px reach layer4 as 4x4, not 1x1
+    let std = ResNet::new(&VarStore::new(Device::Cpu).root(), &mut init, "resnet18", false).unwrap();
+    assert_eq!(std.forward(&x, false).unwrap().size(), vec![2, 512]);
+}
+
+#[test]
+fn clip_is_element_wise_value_clipping() {
+    let w = Tensor::from_slice(&[1.0f32, 2.0, 3.0]).view([1, 3]).set_requires_grad(true);
+    (&w * Tensor::from_slice(&[-5.0f32, 0.25, 9.0]).view([1, 3])).sum(Kind::Float).backward();
+    let params = vec![Param::new("w".into(), w.shallow_clone())];
+    optim::clip_grad_value(&params, 1.0).unwrap();
+    let g: Vec<f32> = Vec::try_from(w.grad().view([-1])).unwrap();
+    assert_eq!(g, vec![-1.0, 0.25, 1.0]);
+}
