@@ -43,8 +43,14 @@ export function registerDataCommands(program: Command): void {
       }
       const n = await writeFashionMnist(from, out);
       const train = scanFolder(join(out, "train"));
-      console.log(`wrote ${n} images to ${out}: train = ${train.samples} | test = ${n - train.samples} | classes = ${train.classes.length}`);
-      console.log(`train on it with: selfsup train --data-dir ${out} --image-size-override 28 --small-stem ...`);
+      console.log(
+        `wrote ${n} images to ${out}: train = ${train.samples} | test = ${
+          n - train.samples
+        } | classes = ${train.classes.length}`,
+      );
+      console.log(
+        `train on it with: selfsup train --data-dir ${out} --image-size-override 28 --small-stem ...`,
+      );
     });
 }
 
@@ -66,5 +72,7 @@ export function skippedLine(split: string, epoch: number, r: LoaderReport): stri
 /** Which splits keep their decoded images in memory, or null when none does. */
 export function inMemoryLine(mode: string, reports: Record<string, LoaderReport>): string | null {
   const kept = Object.entries(reports).filter(([, r]) => r.inMemory).map(([split]) => split);
-  return kept.length ? `decoded images are kept in memory after first use: ${kept.join(", ")} (--in-memory ${mode})` : null;
+  return kept.length
+    ? `decoded images are kept in memory after first use: ${kept.join(", ")} (--in-memory ${mode})`
+    : null;
 }

@@ -21,7 +21,9 @@ function idx(dims: number[], data: Uint8Array): Uint8Array {
 
 /** n images of 28x28 whose pixels encode their index, labels cycling 0..9. */
 function writeSplit(dir: string, prefix: string, n: number, gzip: boolean): void {
-  const pixels = new Uint8Array(n * 28 * 28).map((_, p) => Math.floor(p / 784) * 20 + (p % 784 === 0 ? 1 : 0));
+  const pixels = new Uint8Array(n * 28 * 28).map((_, p) =>
+    Math.floor(p / 784) * 20 + (p % 784 === 0 ? 1 : 0)
+  );
   const labels = new Uint8Array(n).map((_, i) => (i * 3) % 10);
   const write = (name: string, bytes: Uint8Array) =>
     Deno.writeFileSync(join(dir, gzip ? `${name}.gz` : name), gzip ? gzipSync(bytes) : bytes);
@@ -41,13 +43,27 @@ Deno.test("selfsup data fashion-mnist writes an ImageFolder a loader reads", asy
   assert.match(r.stdout, /^wrote 22 images to .*fmnist: train = 12 \| test = 10 \| classes = 10$/m);
   const train = scanFolder(join(out, "train"));
   assert.deepEqual(train.classes, [
-    "0-tshirt-top", "1-trouser", "2-pullover", "3-dress", "4-coat",
-    "5-sandal", "6-shirt", "7-sneaker", "8-bag", "9-ankle-boot",
+    "0-tshirt-top",
+    "1-trouser",
+    "2-pullover",
+    "3-dress",
+    "4-coat",
+    "5-sandal",
+    "6-shirt",
+    "7-sneaker",
+    "8-bag",
+    "9-ankle-boot",
   ]);
   assert.equal(train.samples, 12);
   // Image 4 has label 2 and keeps its index in its name.
   assert.ok(Deno.statSync(join(out, "train", "2-pullover", "00004.png")).isFile);
-  using loader = await Loader.create({ dataDir: out, split: "test", batchSize: 10, imageSize: 28, augment: false });
+  using loader = await Loader.create({
+    dataDir: out,
+    split: "test",
+    batchSize: 10,
+    imageSize: 28,
+    augment: false,
+  });
   loader.startEpoch(0);
   const batch = await loader.next();
   assert.ok(batch);
@@ -77,14 +93,29 @@ Deno.test("malformed IDX files are one-line errors naming the file", async () =>
   const images = join(src, "train-images-idx3-ubyte");
   const good = Deno.readFileSync(images);
   Deno.writeFileSync(images, good.subarray(0, good.length - 10));
-  assert.equal(await run(), `selfsup: ${images}: IDX header says 10x28x28 = 7840 bytes of data, the file has 7830`);
+  assert.equal(
+    await run(),
+    `selfsup: ${images}: IDX header says 10x28x28 = 7840 bytes of data, the file has 7830`,
+  );
   Deno.writeFileSync(images, new Uint8Array([0x50, 0x4b, 3, 4, ...good.subarray(4)]));
   assert.equal(await run(), `selfsup: ${images}: not an IDX file (the first two bytes must be zero)`);
   Deno.writeFileSync(images, good);
-  Deno.writeFileSync(join(src, "t10k-labels-idx1-ubyte"), idx([10], new Uint8Array([1, 10, 2, 3, 4, 5, 6, 7, 8, 9])));
+  Deno.writeFileSync(
+    join(src, "t10k-labels-idx1-ubyte"),
+    idx([10], new Uint8Array([1, 10, 2, 3, 4, 5, 6, 7, 8, 9])),
+  );
   assert.match(await run(), /t10k-labels-idx1-ubyte has label 10; Fashion-MNIST labels are 0\.\.9$/);
   Deno.removeSync(join(src, "t10k-labels-idx1-ubyte"));
-  assert.match(await run(), /^selfsup: no t10k-labels-idx1-ubyte or t10k-labels-idx1-ubyte\.gz in .*idx; Debian's/);
-  const missing = await runCli(["data", "fashion-mnist", join(dir.path, "x"), "--from", join(dir.path, "nope")]);
+  assert.match(
+    await run(),
+    /^selfsup: no t10k-labels-idx1-ubyte or t10k-labels-idx1-ubyte\.gz in .*idx; Debian's/,
+  );
+  const missing = await runCli([
+    "data",
+    "fashion-mnist",
+    join(dir.path, "x"),
+    "--from",
+    join(dir.path, "nope"),
+  ]);
   assert.match(missing.stderr, /^selfsup: --from .*nope is not a folder\n$/);
 });

@@ -51,14 +51,25 @@ Deno.test("unreadable images are skipped, counted and named in the loader's repo
   using train = await Loader.create({ ...base(data), inMemory: "never" });
   train.startEpoch(0);
   const sizes = [];
-  for (let b = await train.next(); b; b = await train.next()) sizes.push((await trainer.trainStep(b, 0.01)).samples);
+  for (let b = await train.next(); b; b = await train.next()) {
+    sizes.push((await trainer.trainStep(b, 0.01)).samples);
+  }
   assert.deepEqual(sizes, [8, 8, 8, 8, 8], "42 files (2 unreadable): full batches, bad files replaced");
   const r = train.report();
   assert.equal(r.samples, 42);
   assert.equal(r.skipped.count, 2);
   assert.deepEqual(r.skipped.examples.map((e) => e.split(": ")[0]).sort(), [zero, cut].sort());
-  assert.ok(r.skipped.examples.some((e) => e.includes("file is empty (0 bytes)")), r.skipped.examples.join("; "));
-  using test = await Loader.create({ ...base(data), split: "test", augment: false, shuffle: false, dropLast: false });
+  assert.ok(
+    r.skipped.examples.some((e) => e.includes("file is empty (0 bytes)")),
+    r.skipped.examples.join("; "),
+  );
+  using test = await Loader.create({
+    ...base(data),
+    split: "test",
+    augment: false,
+    shuffle: false,
+    dropLast: false,
+  });
   test.startEpoch(0);
   let seen = 0;
   for (let b = await test.next(); b; b = await test.next()) seen += (await trainer.evalStep(b)).samples;
@@ -73,7 +84,11 @@ Deno.test("the in-memory mode is chosen automatically under its budget and repor
   using auto = await Loader.create({ ...base(data), inMemory: "auto" });
   using tight = await Loader.create({ ...base(data), inMemory: "auto", inMemoryLimitMb: 0 });
   using never = await Loader.create({ ...base(data), inMemory: "never" });
-  assert.deepEqual([auto.report().inMemory, tight.report().inMemory, never.report().inMemory], [true, false, false]);
+  assert.deepEqual([auto.report().inMemory, tight.report().inMemory, never.report().inMemory], [
+    true,
+    false,
+    false,
+  ]);
   auto.startEpoch(0);
   for (let b = await auto.next(); b; b = await auto.next()) b.close();
   const r = auto.report();
@@ -87,20 +102,31 @@ Deno.test("a bad loader setting is a one-line NativeError naming the flag", asyn
   await writeDemoDataset(data, { trainPerClass: 2, testPerClass: 1 });
   await assert.rejects(
     () => Loader.create({ ...base(data), solarizeProb: [0, 1.5] }),
-    (e: Error) => e instanceof NativeError && /^--solarize-prob probability must be within \[0, 1\]/.test(e.message),
+    (e: Error) =>
+      e instanceof NativeError && /^--solarize-prob probability must be within \[0, 1\]/.test(e.message),
   );
   await assert.rejects(
     () => Loader.create({ ...base(data), batchSize: 64 }),
-    (e: Error) => e instanceof NativeError && e.message.includes(`${join(data, "train")} has 20 images, fewer than one batch of 64`),
+    (e: Error) =>
+      e instanceof NativeError &&
+      e.message.includes(`${join(data, "train")} has 20 images, fewer than one batch of 64`),
   );
 });
 
 /** Common flags of a tiny CLI run. */
 function cliRun(data: string, models: string, extra: string[] = []): string[] {
+  const tiny = "--num-replicas 1 --arch resnet18 --representation-size 512 --head-latent-size 32 " +
+    "--image-size-override 32 --batch-size 16 --epochs 1 --warmup 0 --seed 2";
   return [
-    "train", "--data-dir", data, "--model-dir", models, "--log-dir", join(models, "runs"), "--num-replicas", "1",
-    "--arch", "resnet18", "--representation-size", "512", "--head-latent-size", "32", "--image-size-override", "32",
-    "--batch-size", "16", "--epochs", "1", "--warmup", "0", "--seed", "2", ...extra,
+    "train",
+    "--data-dir",
+    data,
+    "--model-dir",
+    models,
+    "--log-dir",
+    join(models, "runs"),
+    ...tiny.split(" "),
+    ...extra,
   ];
 }
 
@@ -109,7 +135,9 @@ Deno.test("the CLI reports skipped images once per epoch; --strict stops at the 
   const data = join(dir.path, "data");
   const [zero, cut] = await brokenDataSet(data);
   // Batches of 21: the epoch uses all 42 training files, so it meets both bad ones.
-  const ok = await runCli(cliRun(data, join(dir.path, "m"), ["--task", "dali_multi_augment_image_folder", "--batch-size", "21"]));
+  const ok = await runCli(
+    cliRun(data, join(dir.path, "m"), ["--task", "dali_multi_augment_image_folder", "--batch-size", "21"]),
+  );
   assert.equal(ok.code, 0, ok.stderr);
   const lines = ok.stdout.split("\n").filter((l) => l.includes("unreadable image"));
   assert.equal(lines.length, 2, ok.stdout);
@@ -135,8 +163,14 @@ Deno.test("the CLI names what is wrong with a data folder in one line", async ()
     assert.equal(lines.length, 1, r.stderr);
     assert.match(lines[0], pattern);
   };
-  await one(["--task", "cifar10"], /^selfsup: unknown --task cifar10; choose multi_augment_image_folder or dali_/);
-  await one(["--batch-size", "32"], /^selfsup: .*\/data\/train has 20 images, fewer than one batch of 32 per replica/);
+  await one(
+    ["--task", "cifar10"],
+    /^selfsup: unknown --task cifar10; choose multi_augment_image_folder or dali_/,
+  );
+  await one(
+    ["--batch-size", "32"],
+    /^selfsup: .*\/data\/train has 20 images, fewer than one batch of 32 per replica/,
+  );
   await one(["--blur-prob", "0.5,2"], /^selfsup: --blur-prob values must be in \[0, 1\], got 0.5,2/);
   await one(["--in-memory", "sometimes"], /^selfsup: --in-memory must be auto, always or never/);
   Deno.mkdirSync(join(data, "train", "99_empty"));

@@ -43,7 +43,10 @@ Deno.test({
       }
       // Scale bounds hold up to rounding, except for the centre-crop fallback after 10 failed
       // tries, which is as frequent as torchvision's.
-      assert.ok(s.area_max <= 1 && (s.area_min > 0.075 || s.fallback_ours > 0), `${what}: ${JSON.stringify(s)}`);
+      assert.ok(
+        s.area_max <= 1 && (s.area_min > 0.075 || s.fallback_ours > 0),
+        `${what}: ${JSON.stringify(s)}`,
+      );
       assert.ok(Math.abs(s.fallback_ours - s.fallback_torchvision) < 0.015, `${what}: ${JSON.stringify(s)}`);
     }
     assert.ok(stats[2].fallback_ours > 0.2, "a 60x400 image often falls back to the centre crop");
@@ -51,12 +54,18 @@ Deno.test({
 });
 
 Deno.test({
-  name: "crop + resize matches torchvision's resized_crop with antialias (PIL and tensor) within 1 grey level",
+  name:
+    "crop + resize matches torchvision's resized_crop with antialias (PIL and tensor) within 1 grey level",
   ignore,
   async fn() {
     const { dir } = await testImages();
     const image = join(dir, "large.jpg"); // 3200x2400: strong downscaling
-    const boxes = [[0, 0, 2400, 3200], [100, 200, 1500, 1100], [37, 1001, 333, 250], [2000, 3000, 150, 180], [5, 9, 40, 30]];
+    const boxes = [[0, 0, 2400, 3200], [100, 200, 1500, 1100], [37, 1001, 333, 250], [2000, 3000, 150, 180], [
+      5,
+      9,
+      40,
+      30,
+    ]];
     const natives: Record<string, string> = {};
     for (const size of [224, 32]) {
       natives[size] = join(dir, `resized${size}.safetensors`);
@@ -119,7 +128,9 @@ Deno.test({
     Deno.copyFileSync(join(dir, "gray.png"), join(dir, "gray.png.again"));
     const stats = await ref(["decode_compare", JSON.stringify(natives)]);
     assert.equal(Object.keys(stats).length, Object.keys(modes).length);
-    for (const [path, s] of Object.entries(stats) as [string, { mean: number; max: number; shape?: unknown }][]) {
+    for (
+      const [path, s] of Object.entries(stats) as [string, { mean: number; max: number; shape?: unknown }][]
+    ) {
       assert.ok(!s.shape, `${path}: shapes ${JSON.stringify(s.shape)}`);
       // Lossless formats are exact; JPEG decoders differ only in IDCT rounding.
       const lossy = path.endsWith(".jpg");

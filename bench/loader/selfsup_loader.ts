@@ -57,4 +57,6 @@ for (let epoch = 0; epoch < Number(values.epochs); epoch++) {
   }
 }
 const seconds = (performance.now() - t0) / 1000;
-console.log(JSON.stringify({ samples, seconds, samples_per_s: samples / seconds, cpu_seconds: cpuSeconds() - cpu0 }));
+console.log(
+  JSON.stringify({ samples, seconds, samples_per_s: samples / seconds, cpu_seconds: cpuSeconds() - cpu0 }),
+);

@@ -84,7 +84,7 @@ mod tests {
     use super::*;
     use crate::data::testing::{gradient, temp_dir};
     use image::codecs::png::{CompressionType, FilterType, PngEncoder};
-    use image::{ExtendedColorType, GrayImage, ImageBuffer, ImageEncoder, Luma, Rgba, RgbaImage};
+    use image::{ExtendedColorType, GrayImage, ImageBuffer, ImageEncoder, Luma, Rgb, Rgba, RgbaImage};
 
     #[test]
     fn decode_converts_like_pil() {
@@ -95,6 +95,8 @@ mod tests {
         ImageBuffer::from_fn(2, 1, |x, _| Luma([[0x12ffu16, 0xffff][x as usize]])).save(dir.join("g16.png")).expect("save");
         assert_eq!((pixel("g.png", 2, 1), pixel("a.png", 1, 1)), ([200; 3], [10, 20, 30]));
         assert_eq!((pixel("g16.png", 0, 0), pixel("g16.png", 1, 0)), ([0x12; 3], [0xff; 3]));
+        ImageBuffer::from_fn(2, 1, |x, _| Rgb([[0x1234u16, 0xfedc][x as usize], 0x00ff, 0xff00])).save(dir.join("c16.png")).expect("save");
+        assert_eq!((pixel("c16.png", 0, 0), pixel("c16.png", 1, 0)), ([0x12, 0x00, 0xff], [0xfe, 0x00, 0xff]));
         fs::copy(dir.join("g.png"), dir.join("g.jpg")).expect("copy"); // content decides, like PIL
         assert_eq!(pixel("g.jpg", 1, 0), [100; 3]);
         gradient(32, 32).save(dir.join("full.jpg")).expect("save");
