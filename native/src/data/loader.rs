@@ -183,9 +183,8 @@ impl Loader {
         }
     }
 
-    /// Starts making the batches of `epoch` (stopping any epoch under way).
-    /// Starts making the batches of `epoch` from batch `first` on (a
-    /// resumed run skips what it already trained on).
+    /// Starts making the batches of `epoch` from batch `first` on (a resumed
+    /// run skips what it already trained on), stopping any epoch under way.
     pub fn start_epoch(&mut self, epoch: u64, first: usize) -> Result<()> {
         self.stop();
         self.source.start_pass(epoch);

@@ -106,6 +106,14 @@ fn a_resumed_run_sees_the_views_of_an_uninterrupted_one() {
     resumed.start_epoch(1, 0).expect("start");
     resumed.next().expect("batch");
     assert!(epoch(&mut resumed, 1).0 == epochs[1]);
+    // Resuming at batch 2 of epoch 1 gives the rest of that epoch: positions 6.. (batches of 3).
+    resumed.start_epoch(1, 2).expect("start");
+    let mut rest = BTreeMap::new();
+    while let Some(b) = resumed.next().expect("batch") {
+        samples_of(&b, &mut rest);
+    }
+    let want: BTreeMap<u64, Sample> = epochs[1].iter().filter(|(&p, _)| p >= 6).map(|(&p, s)| (p, s.clone())).collect();
+    assert!(!rest.is_empty() && rest == want);
     let _ = fs::remove_dir_all(&root);
 }
 
