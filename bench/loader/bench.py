@@ -94,6 +94,7 @@ def main():
     if not os.path.isdir(os.path.join(a.data, "train")):
         subprocess.run([sys.executable, os.path.join(HERE, "make_images.py"), a.data, "--count", str(a.count)], check=True)
     warm_page_cache(a.data)
+    load_before = os.getloadavg()[0]
     deno = os.path.join(ROOT, "tools", "deno", "node_modules", ".bin", "deno")
     common = ["--batch", str(a.batch), "--size", str(a.size), "--epochs", str(a.epochs)]
     rows = []
@@ -123,7 +124,7 @@ def main():
         for name, r in results.items():
             rows.append((w, name, r["sps"], r["sps"] / ref, r["sps"] / best, r["cpu_ms"], r["rss"], r["pss"]))
     print(f"\n{a.count} JPEGs in {a.data}, batch {a.batch}, {a.size} px, {a.epochs} epochs, "
-          f"{os.cpu_count()} CPUs, load average before: {os.getloadavg()[0]:.1f}; medians of {a.repeat} runs")
+          f"{os.cpu_count()} CPUs, load average before: {load_before:.1f}; medians of {a.repeat} runs")
     print("samples/s: images per second, each with two RandomResizedCrop views (torchvision also flips them)\n")
     print("| workers | loader | samples/s | vs reference | vs 1-decode torchvision | CPU ms / sample | peak RSS (MB) | peak PSS (MB) |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
