@@ -3,7 +3,6 @@
 use anyhow::{anyhow, bail, Context, Result};
 use image::codecs::png::PngEncoder;
 use image::{ExtendedColorType, ImageEncoder};
-use serde::Serialize;
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -93,8 +92,7 @@ fn split(dir: &Path, prefix: &str) -> Result<(Idx, Vec<u8>)> {
 }
 
 /// What a conversion wrote.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug)]
 pub struct Converted {
     pub source: PathBuf,
     pub out: PathBuf,
