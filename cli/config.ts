@@ -6,6 +6,7 @@
  * @module
  */
 import { runName as referenceRunName } from "./runname.ts";
+import { type Env, LaunchError, type LaunchSource, resolveLaunch } from "./launch.ts";
 
 export type Method = "simclr" | "byol";
 
@@ -58,6 +59,8 @@ export interface Config {
   distributedMaster: string | null;
   distributedRank: number;
   distributedPort: number;
+  /** Seconds before a rendezvous or collective that does not complete is an error. */
+  distributedTimeout: number;
   debugStep: boolean;
   seed: number | null;
   noCuda: boolean;
@@ -66,16 +69,25 @@ export interface Config {
   noResume: boolean;
   checkpointMinutes: number;
   knnMonitor: number;
-  // Derived:
+  // Derived (cli/launch.ts: flags, then torchrun's or SLURM's environment):
   worldSize: number;
   rank: number;
   localRank: number;
+  /** Replicas on this machine. */
+  localWorldSize: number;
+  /** Rank 0's host (no tcp://), null when nothing names it. */
+  master: string | null;
+  port: number;
+  launchedBy: LaunchSource;
   batchSizePerReplica: number;
   runName: string;
 }
 
 /** The settings a user can give (everything but the derived keys). */
-export type Settings = Omit<Config, "worldSize" | "rank" | "localRank" | "batchSizePerReplica" | "runName">;
+export type Settings = Omit<
+  Config,
+  "worldSize" | "rank" | "localRank" | "localWorldSize" | "master" | "port" | "launchedBy" | "batchSizePerReplica" | "runName"
+>;
 
 /** Flags that exist in one reference program only. */
 export const METHOD_ONLY: Record<Method, (keyof Settings)[]> = {
@@ -132,6 +144,7 @@ export const DEFAULTS: Settings = {
   distributedMaster: null,
   distributedRank: 0,
   distributedPort: 29300,
+  distributedTimeout: 600,
   debugStep: false,
   seed: null,
   noCuda: false,
@@ -197,21 +210,43 @@ function fail(msg: string): never {
  * The configuration from explicitly given settings (`given`) over a base
  * (defaults, or a preset): method-dependent defaults fill what was not
  * given, a flag of the other method is an error, then every check runs.
+ * Rank, world size, master and port come from the flags, else from `env`
+ * (torchrun's or SLURM's variables; the CLI passes the process's).
  */
-export function resolve(given: Partial<Settings>, base: Partial<Settings> = {}): Config {
+export function resolve(given: Partial<Settings>, base: Partial<Settings> = {}, env: Env = {}): Config {
   const method = given.method ?? base.method ?? DEFAULTS.method;
   if (method !== "simclr" && method !== "byol") fail(`--method must be simclr or byol, got ${method}`);
   const other: Method = method === "simclr" ? "byol" : "simclr";
   for (const key of METHOD_ONLY[other]) {
     if (given[key] !== undefined) fail(`--${kebab(key)} belongs to --method ${other}, not ${method}`);
   }
-  const s = { ...DEFAULTS, ...METHOD_DEFAULTS[method], ...base, ...given, method } as Settings;
+  let launch;
+  try {
+    launch = resolveLaunch(given, env, base, DEFAULTS);
+  } catch (e) {
+    throw e instanceof LaunchError ? new ConfigError(e.message) : e;
+  }
+  const s = {
+    ...DEFAULTS,
+    ...METHOD_DEFAULTS[method],
+    ...base,
+    ...given,
+    method,
+    numReplicas: launch.worldSize,
+    distributedRank: launch.rank,
+    distributedMaster: launch.master,
+    distributedPort: launch.port,
+  } as Settings;
   validate(s);
   return {
     ...s,
-    worldSize: s.numReplicas,
-    rank: s.distributedRank,
-    localRank: 0,
+    worldSize: launch.worldSize,
+    rank: launch.rank,
+    localRank: launch.localRank,
+    localWorldSize: launch.localWorldSize,
+    master: launch.master,
+    port: launch.port,
+    launchedBy: launch.launchedBy,
     batchSizePerReplica: s.batchSize / s.numReplicas,
     // runName divides the batch per replica itself, as the reference names runs.
     runName: referenceRunName(s),
@@ -272,6 +307,7 @@ export function validate(s: Settings): void {
   if (!Number.isInteger(s.distributedPort) || s.distributedPort < 1 || s.distributedPort > 65535) {
     fail(`--distributed-port must be a port number, got ${s.distributedPort}`);
   }
+  if (!(s.distributedTimeout > 0)) fail(`--distributed-timeout must be > 0 seconds, got ${s.distributedTimeout}`);
   if (s.seed !== null && (!Number.isInteger(s.seed) || s.seed < 0)) fail(`--seed must be an integer >= 0, got ${s.seed}`);
   if (!Number.isInteger(s.knnMonitor) || s.knnMonitor < 0) fail(`--knn-monitor must be an integer >= 0, got ${s.knnMonitor}`);
   if (!(s.checkpointMinutes >= 0)) fail(`--checkpoint-minutes must be >= 0, got ${s.checkpointMinutes}`);
@@ -279,8 +315,11 @@ export function validate(s: Settings): void {
 
 /** What this build cannot train yet; checked when training starts, not for --print-config. */
 export function checkTrainable(c: Config): void {
-  if (c.numReplicas !== 1) {
-    fail(`--num-replicas ${c.numReplicas}: multi-replica training is not available yet; pass --num-replicas 1`);
+  if (c.worldSize > 1 && c.master === null) {
+    fail(
+      `--num-replicas ${c.worldSize} needs --distributed-master (rank 0's host) and a rank per process: start the replicas with ` +
+        `\`selfsup launch --nproc ${c.worldSize} train …\`, torchrun or srun (slurm/run.sh), or pass --num-replicas 1`,
+    );
   }
   if (c.half) fail("--half: mixed precision is not available yet");
 }

@@ -103,10 +103,11 @@ export const FLAGS: Record<string, Flag[]> = {
     { key: "debugStep", flags: "--debug-step", help: "one minibatch per pass" },
   ],
   "Distributed": [
-    { key: "numReplicas", flags: "--num-replicas <n>", help: "number of replicas (default: 8, as the reference; only 1 trains today)", parse: "int" },
-    { key: "distributedMaster", flags: "--distributed-master <host>", help: "rendezvous host (tcp:// prefix accepted)" },
-    { key: "distributedRank", flags: "--distributed-rank <n>", help: "this process's rank (default: 0)", parse: "int" },
-    { key: "distributedPort", flags: "--distributed-port <port>", help: "rendezvous port (default: 29300)", parse: "int" },
+    { key: "numReplicas", flags: "--num-replicas <n>", help: "number of replicas, one process each (default: WORLD_SIZE or SLURM_NTASKS, else 8 as the reference)", parse: "int" },
+    { key: "distributedMaster", flags: "--distributed-master <host>", help: "rank 0's host, tcp:// prefix accepted (default: MASTER_ADDR, or SLURM's first node)" },
+    { key: "distributedRank", flags: "--distributed-rank <n>", help: "this process's rank (default: RANK, SLURM_PROCID or SLURM_ARRAY_TASK_ID, else 0)", parse: "int" },
+    { key: "distributedPort", flags: "--distributed-port <port>", help: "rendezvous port (default: MASTER_PORT; under SLURM 20000 + job id mod 10000; else 29300)", parse: "int" },
+    { key: "distributedTimeout", flags: "--distributed-timeout <s>", help: "a rendezvous or collective that does not complete in s seconds (a rank died or hangs) is an error (default: 600)", parse: "float" },
   ],
 };
 

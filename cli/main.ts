@@ -7,6 +7,7 @@
 import { Command } from "commander";
 import { checkTrainable, type Config, ConfigError, DEMO, METHOD_ONLY, resolve, type Settings } from "./config.ts";
 import { addTrainingFlags, givenSettings, int } from "./flags.ts";
+import { launchLocal, LaunchError } from "./launch.ts";
 import { registerEvalCommands } from "./evaluate.ts";
 import { registerDataCommands } from "./data.ts";
 import { train } from "../train/loop.ts";
@@ -16,7 +17,7 @@ import { join } from "node:path";
 
 /** `--print-config` prints and exits; otherwise the run is checked and trained. */
 async function trainOrPrint(opts: Record<string, unknown>, base: Partial<Settings>, before?: (c: Config) => Promise<void>) {
-  const cfg = resolve(givenSettings(opts), base);
+  const cfg = resolve(givenSettings(opts), base, Deno.env.toObject());
   if (opts.printConfig) {
     // The other method's flags do not apply to this run.
     const other = METHOD_ONLY[cfg.method === "simclr" ? "byol" : "simclr"];
@@ -53,6 +54,8 @@ async function ensureDemoData(dir: string): Promise<void> {
 
 export function program(): Command {
   const prog = new Command("selfsup")
+    // `launch` passes everything after its own options to the replicas.
+    .enablePositionalOptions()
     .description("Self-supervised image representation learning (SimCLR, BYOL) on libtorch")
     .showHelpAfterError("(run with --help for usage)")
     .configureOutput({ outputError: (s, write) => write(s.split("\n")[0] + "\n") });
@@ -79,6 +82,19 @@ export function program(): Command {
 
   registerEvalCommands(prog);
 
+  prog.command("launch")
+    .description("run N replicas of a selfsup command on this machine (one per GPU, or CPU), as torchrun does")
+    .usage("--nproc <n> [--master-port <port>] [train|demo] [flags...]")
+    .requiredOption("--nproc <n>", "number of replicas (processes)", int("--nproc"))
+    .option("--master-port <port>", "rendezvous port on 127.0.0.1 (default: a free one)", int("--master-port"))
+    .argument("[command...]", "the selfsup command and its flags (default: train)")
+    .allowUnknownOption()
+    .passThroughOptions()
+    .action(async (command: string[], o: { nproc: number; masterPort?: number }) => {
+      const args = command.length === 0 || command[0].startsWith("-") ? ["train", ...command] : command;
+      Deno.exitCode = await launchLocal(o.nproc, args, { port: o.masterPort });
+    });
+
   prog.command("version").description("versions of selfsup, libtorch and CUDA").action(() => {
     console.log(JSON.stringify(version()));
   });
@@ -90,7 +106,7 @@ if (import.meta.main) {
     await program().parseAsync(Deno.args, { from: "user" });
   } catch (e) {
     // Bad input is one line, never a stack trace.
-    const known = e instanceof ConfigError || e instanceof NativeError;
+    const known = e instanceof ConfigError || e instanceof NativeError || e instanceof LaunchError;
     const msg = e instanceof Error ? e.message.split("\n")[0] : String(e);
     console.error(`selfsup: ${msg}`);
     if (!known && Deno.env.get("SELFSUP_DEBUG")) console.error(e);

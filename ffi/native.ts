@@ -200,9 +200,35 @@ export type Classifier =
   | { knn: { k: number; temperature: number } };
 
 /** Settings of a trainer; see native/src/trainer.rs and model.rs. */
+/**
+ * How a trainer takes part in data-parallel training (native/src/dist):
+ * rank `rank` of `worldSize`, meeting at `master`:`port`. Rank 0's weights
+ * reach every replica, gradients are averaged (DDP), SimCLR's negatives
+ * come from every replica; omitted: one replica.
+ */
+export interface DistributedConfig {
+  worldSize: number;
+  rank: number;
+  /** Rank 0's host, without tcp:// (default 127.0.0.1). */
+  master?: string;
+  port?: number;
+  /** Rendezvous and every collective fail after this many seconds (default 600). */
+  timeoutSecs?: number;
+  /** BatchNorm statistics over all replicas (--convert-to-sync-bn). */
+  syncBn?: boolean;
+  /** DDP's bucket size for gradient all-reduces, MiB (default 25). */
+  bucketCapMb?: number;
+  /** Tests only, at world size 1: BatchNorm statistics as this many replicas without SyncBN would compute them. */
+  bnReplicas?: number;
+}
+
 export interface TrainerConfig {
   method?: "simclr" | "byol";
-  device?: "cpu" | "cuda";
+  /** "cpu", "cuda" or "cuda:<index>". */
+  device?: "cpu" | "cuda" | `cuda:${number}`;
+  distributed?: DistributedConfig;
+  /** Tests only: weights and views in float64 (exact comparisons across replica counts). */
+  float64?: boolean;
   threads?: number;
   arch: string;
   smallStem?: boolean;
@@ -235,6 +261,18 @@ export class Trainer extends Handle {
     const m = new Float64Array(METRICS);
     check(await native().selfsup_trainer_train_step(BigInt(this.id), BigInt(batch.take()), lr, tau, m));
     return metricsOf(m);
+  }
+
+  /** Before a test pass, on every rank: rank 0's BatchNorm buffers everywhere (DDP's broadcast). */
+  async beginEval(): Promise<void> {
+    check(await native().selfsup_trainer_begin_eval(BigInt(this.id)));
+  }
+
+  /** `values` summed (or max/min) over the replicas; every rank must call it. Unchanged with one replica. */
+  async allReduce(values: number[], op: "sum" | "max" | "min" = "sum"): Promise<number[]> {
+    const v = new Float64Array(values);
+    check(await native().selfsup_trainer_all_reduce(BigInt(this.id), v, BigInt(v.length), { sum: 0, max: 1, min: 2 }[op]));
+    return [...v];
   }
 
   /** Loss and classifier metrics of a test batch (consumed), no update. */

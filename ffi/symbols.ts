@@ -50,6 +50,10 @@ export const symbols = {
   },
   /** (trainer id, batch id (consumed), out Float64Array[6]) → 0 */
   selfsup_trainer_eval_step: { parameters: ["i64", "i64", "buffer"], result: "i64", nonblocking: true },
+  /** (trainer id) → 0: before a test pass, rank 0's BatchNorm buffers on every replica (all ranks call it) */
+  selfsup_trainer_begin_eval: { parameters: ["i64"], result: "i64", nonblocking: true },
+  /** (trainer id, Float64Array values (in place), length, op: 0 sum, 1 max, 2 min) → 0: reduced over replicas (all ranks call it) */
+  selfsup_trainer_all_reduce: { parameters: ["i64", "buffer", "usize", "u32"], result: "i64", nonblocking: true },
   /** (trainer id, which: 0/1 last train batch's views, 2 last test batch, out Int64Array[4] N,C,H,W, out buffer or null, capacity) → bytes, 0 if none kept */
   selfsup_trainer_views: { parameters: ["i64", "u32", "buffer", "buffer", "usize"], result: "i64", nonblocking: true },
   /** (trainer id, path, path length) → 0: every parameter and buffer as safetensors */

@@ -36,16 +36,78 @@ fn main() {
         ),
     }
     // The C++ shim, against the same headers and ABI as tch's own C++.
-    println!("cargo:rerun-if-changed=shim/shim.cpp");
-    cc::Build::new()
-        .cpp(true)
+    println!("cargo:rerun-if-changed=shim");
+    // ProcessGroupNCCL's headers pull in the CUDA runtime's, which need the
+    // header-only wheels nvidia-cuda-crt and nvidia-cuda-cccl (bootstrap.sh).
+    let nvidia = torch_dir.parent().map(|p| p.join("nvidia")).unwrap_or_default();
+    let cuda_headers = ["cu13/include/crt/host_config.h", "cu13/include/nv/target", "nccl/include/nccl.h"];
+    let has_cuda = lib.join("libtorch_cuda.so").exists();
+    let nccl = has_cuda && cuda_headers.iter().all(|h| nvidia.join(h).exists());
+    if has_cuda && !nccl {
+        println!(
+            "cargo:warning=building without NCCL: {} lacks the CUDA headers (pip install nvidia-cuda-crt nvidia-cuda-cccl of the wheel's CUDA version)",
+            nvidia.display()
+        );
+    }
+    let mut shim = cc::Build::new();
+    shim.cpp(true)
         .pic(true)
         .std("c++17")
         .include(torch_dir.join("include"))
         .include(torch_dir.join("include/torch/csrc/api/include"))
         .define("_GLIBCXX_USE_CXX11_ABI", "1")
+        .define("USE_DISTRIBUTED", None)
+        // c10d's headers warn about their own unused parameters.
+        .flag_if_supported("-Wno-unused-parameter")
         .file("shim/shim.cpp")
-        .compile("selfsup_shim");
+        .file("shim/dist_core.cpp");
+    if nccl {
+        shim.define("SELFSUP_WITH_NCCL", None);
+    }
+    shim.compile("selfsup_shim");
+    // Gloo's headers are not in the wheel: shim/gloo/ holds five stubs
+    // (see shim/gloo/README.md); only this translation unit sees them.
+    cc::Build::new()
+        .cpp(true)
+        .pic(true)
+        .std("c++17")
+        .include("shim")
+        .include(torch_dir.join("include"))
+        .include(torch_dir.join("include/torch/csrc/api/include"))
+        .define("_GLIBCXX_USE_CXX11_ABI", "1")
+        .define("USE_DISTRIBUTED", None)
+        .define("USE_C10D_GLOO", None)
+        .flag_if_supported("-Wno-unused-parameter")
+        .file("shim/dist_gloo.cpp")
+        .compile("selfsup_shim_gloo");
+    // ProcessGroupNCCL only where libtorch has CUDA: NCCL's and the CUDA
+    // runtime's headers come from the wheel's nvidia/* packages; nothing
+    // CUDA is linked directly (torch_cuda and c10_cuda bring it).
+    println!("cargo:rustc-check-cfg=cfg(selfsup_nccl)");
+    if nccl {
+        cc::Build::new()
+            .cpp(true)
+            .pic(true)
+            .std("c++17")
+            .include(torch_dir.join("include"))
+            .include(torch_dir.join("include/torch/csrc/api/include"))
+            .include(nvidia.join("nccl/include"))
+            .include(nvidia.join("cu13/include"))
+            .define("_GLIBCXX_USE_CXX11_ABI", "1")
+            .define("USE_DISTRIBUTED", None)
+            .define("USE_C10D_NCCL", None)
+            .flag_if_supported("-Wno-unused-parameter")
+            // c10/cuda/CUDAEvent.h aligns to the destructive interference
+            // size; x86-64's 64 bytes is also what torch was built with.
+            .flag_if_supported("-Wno-interference-size")
+            .file("shim/dist_nccl.cpp")
+            .compile("selfsup_shim_nccl");
+        println!("cargo:rustc-cfg=selfsup_nccl");
+        println!("cargo:rustc-link-lib=dylib=torch_cuda");
+        println!("cargo:rustc-link-lib=dylib=c10_cuda");
+    }
+    println!("cargo:rustc-link-lib=dylib=torch_cpu");
+    println!("cargo:rustc-link-lib=dylib=c10");
     // Link arguments are not inherited from torch-sys, so emit them here:
     // without --no-as-needed the linker drops libtorch(_cuda) and CUDA is
     // silently unavailable at run time.

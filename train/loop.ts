@@ -15,6 +15,7 @@ import { requeueUnderSlurm, StopFlag } from "./signals.ts";
 import { Progress } from "./progress.ts";
 import { RunLog } from "./logging.ts";
 import { inMemoryLine, skippedLine, validSamples } from "../cli/data.ts";
+import { threadsPerReplica } from "../cli/launch.ts";
 
 /** Means of a pass: loss, SSL loss, classifier loss, top-1 and top-5 (%). */
 export type PassMetrics = Omit<StepMetrics, "samples">;
@@ -31,6 +32,12 @@ export class Meter {
   mean(): PassMetrics {
     const n = Math.max(1, this.samples);
     return Object.fromEntries(KEYS.map((k) => [k, this.#sums[k] / n])) as PassMetrics;
+  }
+  /** Sums over all replicas, through `sum` (e.g. Trainer.allReduce); every rank calls it. */
+  async reduce(sum: (values: number[]) => Promise<number[]>): Promise<void> {
+    const all = await sum([...KEYS.map((k) => this.#sums[k]), this.samples]);
+    KEYS.forEach((k, i) => this.#sums[k] = all[i]);
+    this.samples = all[KEYS.length];
   }
 }
 
@@ -86,8 +93,17 @@ export async function train(cfg: Config, log: (line: string) => void = console.l
   const cuda = !cfg.noCuda && version().cuda;
   using trainer = await Trainer.create({
     method: cfg.method,
-    device: cuda ? "cuda" : "cpu",
-    threads: cfg.threads,
+    // A replica's GPU: its local rank modulo the GPUs it sees.
+    device: cuda ? (cfg.worldSize > 1 ? `cuda:${cfg.localRank % version().cudaDevices}` : "cuda") : "cpu",
+    threads: cfg.threads || (cuda ? 0 : threadsPerReplica(cfg, Deno.env.toObject())),
+    distributed: {
+      worldSize: cfg.worldSize,
+      rank: cfg.rank,
+      master: cfg.master ?? "127.0.0.1",
+      port: cfg.port,
+      timeoutSecs: cfg.distributedTimeout,
+      syncBn: cfg.convertToSyncBn,
+    },
     arch: cfg.arch,
     smallStem: cfg.smallStem,
     representationSize: cfg.representationSize,
@@ -112,6 +128,9 @@ export async function train(cfg: Config, log: (line: string) => void = console.l
     kind: cfg.lrUpdateSchedule,
   };
   log(`${cfg.method} | ${cuda ? "cuda" : "cpu"} | ${cfg.arch} | ${steps} steps/epoch | peak lr ${schedule.base.toPrecision(4)}`);
+  if (cfg.worldSize > 1) {
+    log(`replica ${cfg.rank} of ${cfg.worldSize} (${cfg.launchedBy}), rendezvous ${cfg.master}:${cfg.port}, ${cfg.batchSizePerReplica} images per step each`);
+  }
   await using runLog = RunLog.fromConfig(cfg, (m) => console.error(m));
   runLog.config(cfg);
   if (runLog.dir) log(`logging to ${runLog.dir} (TensorBoard: tensorboard --logdir ${cfg.logDir})`);
@@ -127,10 +146,14 @@ export async function train(cfg: Config, log: (line: string) => void = console.l
   const testPass = async (epoch: number) => {
     const t1 = performance.now();
     const testMeter = new Meter();
+    // Every replica evaluates rank 0's model on its shard of the test set;
+    // the sums are then taken over the replicas.
+    await trainer.beginEval();
     testLoader.startEpoch(0);
     for (let b = await testLoader.next(); b; b = cfg.debugStep ? null : await testLoader.next()) {
       testMeter.add(await trainer.evalStep(b));
     }
+    await testMeter.reduce((v) => trainer.allReduce(v));
     const secs = (performance.now() - t1) / 1000;
     log(summaryLine("test", cfg.rank, epoch, testMeter.samples, secs, testMeter.mean()));
     const testSkips = skippedLine("test", epoch, testLoader.report());
@@ -155,6 +178,8 @@ export async function train(cfg: Config, log: (line: string) => void = console.l
       runLog.step(lr, pos.step);
       const tau = byolTau(cfg.baseDecay, pos.step, schedule.totalSteps);
       const m = await trainer.trainStep(batch, lr, tau);
+      // Replicas stop at the same step when any of them was signalled.
+      if (cfg.worldSize > 1 && (await trainer.allReduce([stop.requested ? 1 : 0], "max"))[0] > 0) stop.signal ??= "SIGTERM";
       if (!Number.isFinite(m.loss)) throw new Error(`the loss became ${m.loss} at step ${pos.step + 1}; lower --lr`);
       pos.step++;
       pos.batch++;

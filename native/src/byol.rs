@@ -12,7 +12,7 @@ use crate::nn::heads::Mlp;
 use crate::nn::init::Init;
 use crate::nn::resnet::ResNet;
 use anyhow::{bail, Context, Result};
-use tch::{nn::Path, nn::VarStore, Kind, Tensor};
+use tch::{nn::Path, nn::VarStore, Tensor};
 
 /// How the regression loss normalises its inputs.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -27,12 +27,12 @@ pub enum LossNorm {
 pub fn regression_loss(p: &Tensor, z: &Tensor, norm: LossNorm) -> Result<Tensor> {
     Ok(match norm {
         LossNorm::Paper => {
-            let cos = (l2_normalize(p)? * l2_normalize(z)?).f_sum_dim_intlist(-1, false, Kind::Float)?;
-            (cos * -2.0 + 2.0).f_mean(Kind::Float)?
+            let cos = (l2_normalize(p)? * l2_normalize(z)?).f_sum_dim_intlist(-1, false, p.kind())?;
+            (cos * -2.0 + 2.0).f_mean(p.kind())?
         }
         LossNorm::Reference => {
-            let dot = (p * z).f_sum_dim_intlist(-1, false, Kind::Float)?;
-            (dot * -2.0 / (p.f_norm()? * z.f_norm()?)).f_mean(Kind::Float)?
+            let dot = (p * z).f_sum_dim_intlist(-1, false, p.kind())?;
+            (dot * -2.0 / (p.f_norm()? * z.f_norm()?)).f_mean(p.kind())?
         }
     })
 }

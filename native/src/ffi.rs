@@ -259,6 +259,43 @@ pub unsafe extern "C" fn selfsup_trainer_eval_step(id: i64, batch: i64, metrics:
     })
 }
 
+/// Before a test pass, on every rank: rank 0's BatchNorm buffers everywhere
+/// (a no-op with one replica).
+#[no_mangle]
+pub extern "C" fn selfsup_trainer_begin_eval(id: i64) -> i64 {
+    guard(|| {
+        trainer(id)?.call(|s| s.begin_eval())?;
+        Ok(0)
+    })
+}
+
+/// Reduces `len` f64s at `values` in place over the replicas: op 0 sum,
+/// 1 max, 2 min (unchanged with one replica). Every rank must call it.
+#[no_mangle]
+pub unsafe extern "C" fn selfsup_trainer_all_reduce(id: i64, values: *mut f64, len: usize, op: u32) -> i64 {
+    guard(|| {
+        if values.is_null() && len > 0 {
+            bail!("null values buffer");
+        }
+        let op = match op {
+            0 => crate::dist::ReduceOp::Sum,
+            1 => crate::dist::ReduceOp::Max,
+            2 => crate::dist::ReduceOp::Min,
+            other => bail!("unknown reduce op {other}; use 0 (sum), 1 (max) or 2 (min)"),
+        };
+        let host = if len == 0 { Vec::new() } else { std::slice::from_raw_parts(values, len).to_vec() };
+        let reduced = trainer(id)?.call(move |s| {
+            let mut v = host;
+            s.all_reduce(&mut v, op)?;
+            Ok(v)
+        })?;
+        if len > 0 {
+            std::slice::from_raw_parts_mut(values, len).copy_from_slice(&reduced);
+        }
+        Ok(0)
+    })
+}
+
 /// The views kept for the log's image grids (trainer.rs `shown_views`):
 /// N, C, H, W into `dims` (4 i64), up to `cap` uint8 bytes into `buf`
 /// (may be null); returns the byte length, 0 when nothing is kept yet.

@@ -5,6 +5,7 @@ pub mod byol;
 pub mod checkpoint;
 pub mod data;
 pub mod debug;
+pub mod dist;
 pub mod ema;
 pub mod evaluate;
 pub mod ffi;

@@ -9,7 +9,7 @@ const LARGE_NUM: f64 = 1e9;
 /// Rows scaled to unit L2 norm: x · rsqrt(max(Σx², 1e-12)), the
 /// reference's form (it differs from F.normalize only below 1e-6).
 pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
-    let ss = x.f_pow_tensor_scalar(2)?.f_sum_dim_intlist(-1, true, Kind::Float)?;
+    let ss = x.f_pow_tensor_scalar(2)?.f_sum_dim_intlist(-1, true, x.kind())?;
     Ok(x * ss.f_clamp_min(1e-12)?.f_rsqrt()?)
 }
 
@@ -48,7 +48,7 @@ pub fn nt_xent(z1: &Tensor, z2: &Tensor, gathered: Option<Gathered>, temperature
     };
     let loss_a = ce(&ab, &aa)?;
     let loss_b = ce(&ba, &bb)?;
-    Ok((loss_a + loss_b).f_mean(Kind::Float)?)
+    Ok((loss_a + loss_b).f_mean(e1.kind())?)
 }
 
 /// Top-k accuracies in percent, as helpers.metrics.topk of the reference.

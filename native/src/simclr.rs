@@ -1,7 +1,7 @@
 //! SimCLR (Chen et al. 2020) as the reference program builds it: a ResNet
 //! backbone and a projection head; NT-Xent between the two views
 //! (REFERENCE.md §2.2–2.3).
-use crate::losses::nt_xent;
+use crate::losses::{nt_xent, Gathered};
 use crate::model::ModelConfig;
 use crate::nn::heads::Mlp;
 use crate::nn::init::Init;
@@ -31,7 +31,14 @@ impl SimClr {
         let h2 = self.backbone.forward(v2, true)?;
         let z1 = self.head.forward(&h1, true)?;
         let z2 = self.head.forward(&h2, true)?;
-        Ok((nt_xent(&z1, &z2, None, self.temperature)?, h1, h2))
+        // With several replicas, every replica's embeddings are negatives.
+        let loss = match crate::dist::gather_views(&z1, &z2)? {
+            Some((z1_all, z2_all, offset)) => {
+                nt_xent(&z1, &z2, Some(Gathered { z1_all: &z1_all, z2_all: &z2_all, offset }), self.temperature)?
+            }
+            None => nt_xent(&z1, &z2, None, self.temperature)?,
+        };
+        Ok((loss, h1, h2))
     }
 
     /// Eval mode; the test image is both views.

@@ -12,12 +12,20 @@ use tch::{Device, Kind, Tensor};
 #[derive(Clone, Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TrainerConfig {
-    /// "cpu" or "cuda" (device index from the local rank later).
+    /// "cpu", "cuda" or "cuda:<index>" (a replica's GPU: its local rank
+    /// modulo the visible GPUs).
     #[serde(default = "default_device")]
     pub device: String,
     /// Intra-op threads; 0 keeps libtorch's default (all cores).
     #[serde(default)]
     pub threads: i32,
+    /// Replicas: rank, world size, rendezvous, SyncBN (dist/mod.rs).
+    #[serde(default)]
+    pub distributed: crate::dist::DistConfig,
+    /// Tests only: weights and views in float64, so that runs which differ
+    /// only in summation order (e.g. 1 vs 2 replicas) agree to ~1e-12.
+    #[serde(default)]
+    pub float64: bool,
     #[serde(flatten)]
     pub model: ModelConfig,
 }
@@ -42,6 +50,8 @@ pub struct State {
     /// last test batch, as uint8 on the device: small, and copied to the
     /// host only when the log asks, once an epoch.
     shown: [Option<Tensor>; 3],
+    /// This process's replica: process group and DDP when there are several.
+    pub(crate) replica: crate::dist::Replica,
 }
 
 fn device_of(name: &str) -> Result<Device> {
@@ -49,6 +59,14 @@ fn device_of(name: &str) -> Result<Device> {
         "cpu" => Ok(Device::Cpu),
         "cuda" if tch::Cuda::is_available() => Ok(Device::Cuda(0)),
         "cuda" => bail!("CUDA was asked for but libtorch sees no GPU; run with --no-cuda"),
+        _ if name.starts_with("cuda:") => {
+            let i: usize = name[5..].parse().map_err(|_| anyhow::anyhow!("unknown device {name:?}; use cpu, cuda or cuda:<index>"))?;
+            let n = tch::Cuda::device_count() as usize;
+            if i >= n {
+                bail!("{name} was asked for but libtorch sees {n} GPU(s)");
+            }
+            Ok(Device::Cuda(i))
+        }
         other => bail!("unknown device {other:?}; use cpu or cuda"),
     }
 }
@@ -59,7 +77,17 @@ pub fn spawn(cfg: TrainerConfig) -> Result<Owner<State>> {
             tch::set_num_threads(cfg.threads);
         }
         let device = device_of(&cfg.device)?;
-        Ok(State { model: Model::new(cfg.model, device)?, features: Default::default(), shown: [None, None, None] })
+        // The group first: its rendezvous is what other ranks wait for.
+        let mut replica = crate::dist::Replica::start(&cfg.distributed, device)?;
+        let mut model = Model::new(cfg.model, device)?;
+        if cfg.float64 {
+            model.vs.double();
+            if let Some(p) = model.polyak.as_mut() {
+                p.shadow = p.shadow.iter().map(|s| s.f_to_kind(Kind::Double)).collect::<Result<_, _>>()?;
+            }
+        }
+        replica.attach(&model)?;
+        Ok(State { model, features: Default::default(), shown: [None, None, None], replica })
     })
 }
 
@@ -70,21 +98,45 @@ fn fill(out: &mut [f64; METRICS], values: Vec<f64>, n: usize) {
 
 impl State {
     fn views(&self, batch: &Batch) -> Result<(Tensor, Tensor)> {
-        augment::views_on_device(batch, self.model.device())
+        let (v1, v2) = augment::views_on_device(batch, self.model.device())?;
+        let kind = self.model.params.first().map_or(Kind::Float, |p| p.tensor.kind());
+        Ok((v1.f_to_kind(kind)?, v2.f_to_kind(kind)?))
     }
 
-    /// One step at learning rate `lr`; `tau` is BYOL's target decay.
+    /// One step at learning rate `lr`; `tau` is BYOL's target decay. With
+    /// several replicas the metrics (and the sample count) are over all of
+    /// them.
     pub fn train_step(&mut self, batch: Batch, lr: f64, tau: f64) -> Result<[f64; METRICS]> {
         let (v1, v2) = self.views(&batch)?;
         self.shown[0] = Some(shown(&v1)?);
         self.shown[1] = Some(shown(&v2)?);
         let labels = labels_to_device(&batch.labels, self.model.device())?;
-        let m = self.model.train_losses(&v1, &v2, &labels)?;
+        let values = self.replicated_step(&v1, &v2, &labels, lr, tau).map_err(|e| self.replica.explain(e))?;
+        let mut out = [0.0; METRICS];
+        fill(&mut out, values, batch.n * self.replica.world());
+        Ok(out)
+    }
+
+    /// Forward, backward (gradients averaged over replicas by DDP), update.
+    fn replicated_step(&mut self, v1: &Tensor, v2: &Tensor, labels: &Tensor, lr: f64, tau: f64) -> Result<Vec<f64>> {
+        self.replica.before_forward()?;
+        let m = self.model.train_losses(v1, v2, labels)?;
+        self.replica.before_backward(&m.loss)?;
         self.model.backward(&m)?;
         self.model.update(lr, tau)?;
-        let mut out = [0.0; METRICS];
-        fill(&mut out, m.to_vec()?, batch.n);
-        Ok(out)
+        self.replica.mean_metrics(&m)
+    }
+
+    /// Before a pass over the test set: every replica evaluates rank 0's
+    /// BatchNorm statistics (DDP's buffer broadcast). All ranks call it.
+    pub fn begin_eval(&mut self) -> Result<()> {
+        self.replica.sync_buffers()
+    }
+
+    /// Sums (or max/min) of host values over replicas, e.g. a pass's
+    /// metric sums. All ranks call it.
+    pub fn all_reduce(&self, values: &mut [f64], op: crate::dist::ReduceOp) -> Result<()> {
+        self.replica.all_reduce_host(values, op)
     }
 
     pub fn eval_step(&mut self, batch: Batch) -> Result<[f64; METRICS]> {

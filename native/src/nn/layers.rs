@@ -22,6 +22,10 @@ impl Conv2d {
     }
 }
 
+/// nn.BatchNorm's defaults.
+pub const BN_EPS: f64 = 1e-5;
+pub const BN_MOMENTUM: f64 = 0.1;
+
 /// nn.BatchNorm1d/2d (eps 1e-5, momentum 0.1, affine) with PyTorch's
 /// `num_batches_tracked` buffer, so state dicts load strictly in Python.
 pub struct BatchNorm {
@@ -44,11 +48,17 @@ impl BatchNorm {
         })
     }
 
-    /// In training mode: batch statistics, running statistics updated in place.
+    /// In training mode: batch statistics, running statistics updated in
+    /// place; over all replicas with SyncBN (dist::batch_norm).
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         if train {
-            let _g = tch::no_grad_guard();
-            let _ = self.num_batches_tracked.shallow_clone().f_add_scalar_(1)?;
+            {
+                let _g = tch::no_grad_guard();
+                let _ = self.num_batches_tracked.shallow_clone().f_add_scalar_(1)?;
+            }
+            if let Some(y) = crate::dist::batch_norm(self, x)? {
+                return Ok(y);
+            }
         }
         Ok(Tensor::f_batch_norm(
             x,
@@ -57,8 +67,8 @@ impl BatchNorm {
             Some(&self.running_mean),
             Some(&self.running_var),
             train,
-            0.1,
-            1e-5,
+            BN_MOMENTUM,
+            BN_EPS,
             true,
         )?)
     }
