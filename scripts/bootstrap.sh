@@ -1,4 +1,6 @@
 #!/bin/sh
+# $TEST_TOOLS and $CUDA_HEADERS below are lists of pip requirements, split on purpose.
+# shellcheck disable=SC2086
 # Provides everything selfsup needs to run, idempotently, and writes
 # .cache/env.sh with the environment the native library needs:
 #   1. torch 2.11.0 for linking: $LIBTORCH, else an installed torch 2.11.0,

