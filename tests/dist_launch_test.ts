@@ -218,8 +218,10 @@ Deno.test("CPU threads per replica: SLURM's --cpus-per-task, else the cores shar
 
 Deno.test("launchLocal gives each replica its rank, and stops the others when one fails", async () => {
   using tmp = tempDir("selfsup-launch-");
-  // Rank 1 fails at once; the others would sleep for a minute.
-  const script = `env > "${tmp.path}/env.$RANK"; [ "$RANK" = 1 ] && exit 3; sleep 60`;
+  // Rank 1 fails at once; the others would sleep for a minute. `exec`: the
+  // signal must reach the sleep itself, or an orphaned sleep keeps the
+  // relayed pipes open (selfsup's own ranks have no such grandchildren).
+  const script = `env > "${tmp.path}/env.$RANK"; [ "$RANK" = 1 ] && exit 3; exec sleep 60`;
   const t0 = performance.now();
   const lines: string[] = [];
   const code = await launchLocal(3, ["-c", script], {
