@@ -9,8 +9,9 @@
  * @module
  */
 export { Batch, Loader, scanFolder, Trainer, version, writeDemoDataset } from "./ffi/native.ts";
-export type { LoaderConfig, StepMetrics, TrainerConfig, VersionInfo } from "./ffi/native.ts";
+export type { DistributedConfig, LoaderConfig, StepMetrics, TrainerConfig, VersionInfo } from "./ffi/native.ts";
 export { libraryPath, NativeError } from "./ffi/lib.ts";
 export { type Config, DEFAULTS, validate } from "./cli/config.ts";
+export { expandNodelist, type Launch, launchLocal, resolveLaunch } from "./cli/launch.ts";
 export { lrAt, type Schedule, scaledLr } from "./train/schedule.ts";
 export { Meter, train } from "./train/loop.ts";

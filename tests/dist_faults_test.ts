@@ -15,41 +15,12 @@ const TIMEOUT_S = 8;
 
 /** A small run that lasts long enough to be interrupted. */
 function trainArgs(dir: string, epochs = 50): string[] {
+  // deno-fmt-ignore
   return [
-    "train",
-    "--data-dir",
-    join(dir, "data"),
-    "--model-dir",
-    join(dir, "models"),
-    "--log-dir",
-    join(dir, "runs"),
-    "-a",
-    "resnet18",
-    "--representation-size",
-    "512",
-    "--head-latent-size",
-    "16",
-    "--nce-size",
-    "8",
-    "--small-stem",
-    "--image-size-override",
-    "8",
-    "--batch-size",
-    "4",
-    "--epochs",
-    String(epochs),
-    "--warmup",
-    "0",
-    "--optimizer",
-    "momentum",
-    "--lr",
-    "0.01",
-    "--workers-per-replica",
-    "1",
-    "--threads",
-    "1",
-    "--distributed-timeout",
-    String(TIMEOUT_S),
+    "train", "--data-dir", join(dir, "data"), "--model-dir", join(dir, "models"), "--log-dir", join(dir, "runs"),
+    "-a", "resnet18", "--representation-size", "512", "--head-latent-size", "16", "--nce-size", "8", "--small-stem",
+    "--image-size-override", "8", "--batch-size", "4", "--epochs", String(epochs), "--warmup", "0", "--optimizer", "momentum",
+    "--lr", "0.01", "--workers-per-replica", "1", "--threads", "1", "--distributed-timeout", String(TIMEOUT_S), "--no-cuda",
   ];
 }
 

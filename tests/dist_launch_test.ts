@@ -250,41 +250,61 @@ Deno.test("launchLocal gives each replica its rank, and stops the others when on
   }
 });
 
+const torchrun = join(Deno.env.get("SELFSUP_PYTHON") ?? "", "..", "torchrun");
+const hasTorchrun = (() => {
+  try {
+    return Deno.statSync(torchrun).isFile;
+  } catch {
+    return false;
+  }
+})();
+
+Deno.test({
+  name: "torchrun --no-python starts replicas that meet at its agent's store",
+  ignore: !hasTorchrun,
+  async fn() {
+    using tmp = tempDir("selfsup-torchrun-");
+    const data = join(tmp.path, "data");
+    await writeDemoDataset(data, { seed: 2, trainPerClass: 2, testPerClass: 1, size: 16 });
+    const out = await new Deno.Command(torchrun, {
+      // deno-fmt-ignore
+      args: [
+        "--nproc-per-node", "2", `--master-port=${freePort()}`, "--no-python",
+        Deno.execPath(), "run", "--allow-all", "--quiet", MAIN, "train", ...smallRun(tmp.path, data),
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const stdout = new TextDecoder().decode(out.stdout);
+    // The agent serves MASTER_PORT itself: a rank 0 that served it too would fail with "port in use".
+    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+    for (const r of [0, 1]) assert.match(stdout, new RegExp(`^replica ${r} of 2 \\(torchrun\\)`, "m"));
+  },
+});
+
+function freePort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return port;
+}
+
+/** Flags of a tiny CPU run (one epoch of 20 images in 8-px crops). */
+function smallRun(dir: string, data: string): string[] {
+  // deno-fmt-ignore
+  return [
+    "--data-dir", data, "--model-dir", join(dir, "models"), "--log-dir", join(dir, "runs"), "-a", "resnet18",
+    "--representation-size", "512", "--head-latent-size", "16", "--nce-size", "8", "--small-stem", "--image-size-override", "8",
+    "--batch-size", "8", "--epochs", "1", "--warmup", "0", "--optimizer", "momentum", "--lr", "0.01", "--workers-per-replica", "1",
+    "--no-cuda",
+  ];
+}
+
 Deno.test("selfsup launch trains two replicas as one group (CLI)", async () => {
   using tmp = tempDir("selfsup-launch-cli-");
   const data = join(tmp.path, "data");
   await writeDemoDataset(data, { seed: 2, trainPerClass: 2, testPerClass: 1, size: 16 });
-  const flags = [
-    "--data-dir",
-    data,
-    "--model-dir",
-    join(tmp.path, "models"),
-    "--log-dir",
-    join(tmp.path, "runs"),
-    "-a",
-    "resnet18",
-    "--representation-size",
-    "512",
-    "--head-latent-size",
-    "16",
-    "--nce-size",
-    "8",
-    "--small-stem",
-    "--image-size-override",
-    "8",
-    "--batch-size",
-    "8",
-    "--epochs",
-    "1",
-    "--warmup",
-    "0",
-    "--optimizer",
-    "momentum",
-    "--lr",
-    "0.01",
-    "--workers-per-replica",
-    "1",
-  ];
+  const flags = smallRun(tmp.path, data);
   const run = (args: string[]) =>
     new Deno.Command(Deno.execPath(), {
       args: ["run", "--allow-all", "--quiet", MAIN, "launch", "--nproc", "2", ...args],

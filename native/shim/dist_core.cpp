@@ -117,15 +117,19 @@ void selfsup_dist_quiet_logs() {
   if (std::getenv("TORCH_CPP_LOG_LEVEL") == nullptr) FLAGS_caffe2_log_level = 3;
 }
 
-// Joins the process group: rank 0 serves a TCPStore on `port` and waits for
-// all `world` ranks, the others connect to host:port; then the backend
-// (0: Gloo, 1: NCCL on CUDA device `device`) connects every pair. Both
-// steps, and every later collective, fail after `timeout_ms`.
+// Joins the process group: when `serve` (rank 0), serves a TCPStore on
+// `port` and waits for all `world` ranks; the others connect to host:port
+// (under torchrun all ranks connect to its agent's store). Keys go under
+// `prefix`. Then the backend (0: Gloo, 1: NCCL on CUDA device `device`)
+// connects every pair. Both steps, and every later collective, fail after
+// `timeout_ms`.
 int selfsup_dist_group_new(
     const char* host,
     uint16_t port,
     int rank,
     int world,
+    int serve,
+    const char* prefix,
     int backend,
     int device,
     int64_t timeout_ms,
@@ -136,7 +140,7 @@ int selfsup_dist_group_new(
   auto timeout = std::chrono::milliseconds(timeout_ms);
   c10d::TCPStoreOptions opts;
   opts.port = port;
-  opts.isServer = rank == 0;
+  opts.isServer = serve != 0;
   opts.numWorkers = static_cast<size_t>(world);
   opts.waitWorkers = true;
   opts.timeout = timeout;
@@ -148,7 +152,7 @@ int selfsup_dist_group_new(
   opts.useLibUV = false;
   auto tcp = c10::make_intrusive<c10d::TCPStore>(std::string(host), opts);
   // Keys of this group live under their own prefix, as torch.distributed's.
-  c10::intrusive_ptr<c10d::Store> store = c10::make_intrusive<c10d::PrefixStore>("selfsup/0/", tcp);
+  c10::intrusive_ptr<c10d::Store> store = c10::make_intrusive<c10d::PrefixStore>(std::string(prefix), tcp);
   auto g = std::make_unique<SelfsupGroup>();
   g->store = tcp;
   g->rank = rank;

@@ -96,3 +96,39 @@ fn replica_sum(replica: &Replica, t: &Tensor) {
     replica.all_reduce_host(&mut v, ReduceOp::Sum).unwrap();
     let _ = t.shallow_clone().copy_(&Tensor::from_slice(&v).view(&t.size()[..]).to_kind(t.kind()));
 }
+
+/// A process group of world size 1 trains a few steps through DDP: on
+/// NCCL when libtorch sees a GPU (the project's NCCL smoke test), else on
+/// Gloo, so that the same path runs here.
+#[test]
+fn a_group_of_world_size_one_trains_a_few_steps() {
+    let device = if tch::Cuda::is_available() { Device::Cuda(0) } else { Device::Cpu };
+    if device == Device::Cpu {
+        eprintln!("no GPU: the world-size-1 group runs on Gloo, not NCCL");
+    }
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let handle = std::thread::spawn(move || {
+        let cfg = DistConfig { world_size: 1, rank: 0, port, timeout_secs: 60.0, always_group: true, ..Default::default() };
+        let mut replica = Replica::start(&cfg, device).unwrap();
+        let mut model = Model::new(model_config(0), device).unwrap();
+        replica.attach(&model).unwrap();
+        let (v1, v2, labels) = batch(0);
+        let (v1, v2, labels) = (v1.to_device(device), v2.to_device(device), labels.to_device(device));
+        let w0 = model.params.iter().find(|p| p.name == "backbone.conv1.weight").unwrap().tensor.copy();
+        let mut losses = Vec::new();
+        for _ in 0..3 {
+            replica.before_forward().unwrap();
+            let m = model.train_losses(&v1, &v2, &labels).unwrap();
+            replica.before_backward(&m.loss).unwrap();
+            model.backward(&m).unwrap();
+            model.update(0.05, 1.0).unwrap();
+            losses.push(replica.mean_metrics(&m).unwrap()[0]);
+        }
+        let w1 = model.params.iter().find(|p| p.name == "backbone.conv1.weight").unwrap().tensor.copy();
+        (losses, !w0.equal(&w1), replica.buckets().len())
+    });
+    let (losses, moved, buckets) = handle.join().unwrap();
+    assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
+    assert!(moved, "the weights were updated");
+    assert!(buckets > 1, "the buckets were rebuilt after the first step");
+}

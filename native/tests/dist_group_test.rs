@@ -15,7 +15,7 @@ fn free_port() -> u16 {
 }
 
 fn rendezvous(port: u16, rank: usize, world: usize, secs: f64) -> Rendezvous {
-    Rendezvous { master: "127.0.0.1".into(), port, rank, world, timeout: Duration::from_secs_f64(secs) }
+    Rendezvous { master: "127.0.0.1".into(), port, rank, world, timeout: Duration::from_secs_f64(secs), agent_store: None }
 }
 
 /// Runs `f(group)` on `world` threads, one rank each; returns their results in rank order.

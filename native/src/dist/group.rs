@@ -20,6 +20,8 @@ extern "C" {
         port: u16,
         rank: c_int,
         world: c_int,
+        serve: c_int,
+        prefix: *const c_char,
         backend: c_int,
         device: c_int,
         timeout_ms: i64,
@@ -73,6 +75,9 @@ pub struct Rendezvous {
     pub rank: usize,
     pub world: usize,
     pub timeout: Duration,
+    /// Under torchrun its agent serves the store (TORCHELASTIC_USE_AGENT_STORE):
+    /// every rank connects, none serves, and keys carry the restart count.
+    pub agent_store: Option<u32>,
 }
 
 /// One rank's membership in a process group; collectives run on `device`
@@ -95,13 +100,28 @@ impl Group {
             other => bail!("no process group backend for device {other:?}"),
         };
         let host = CString::new(rv.master.clone()).context("--distributed-master contains a NUL byte")?;
+        let serve = rv.rank == 0 && rv.agent_store.is_none();
+        let prefix = CString::new(format!("selfsup/{}/", rv.agent_store.unwrap_or(0)))?;
         let mut raw = std::ptr::null_mut();
         // SAFETY: sets one of c10's logging flags.
         unsafe { selfsup_dist_quiet_logs() };
         let timeout_ms = rv.timeout.as_millis().min(i64::MAX as u128) as i64;
         // SAFETY: host is NUL-terminated, raw is written only on success.
         shim(|err, cap| unsafe {
-            selfsup_dist_group_new(host.as_ptr(), rv.port, rv.rank as c_int, rv.world as c_int, backend, index, timeout_ms, &mut raw, err, cap)
+            selfsup_dist_group_new(
+                host.as_ptr(),
+                rv.port,
+                rv.rank as c_int,
+                rv.world as c_int,
+                serve as c_int,
+                prefix.as_ptr(),
+                backend,
+                index,
+                timeout_ms,
+                &mut raw,
+                err,
+                cap,
+            )
         })
         .map_err(|e| super::faults::rendezvous_error(e, rv))?;
         Ok(Group { raw, rank: rv.rank, world: rv.world, device })

@@ -52,6 +52,10 @@ pub struct DistConfig {
     /// without SyncBN compute them (batchnorm.rs `per_replica`).
     #[serde(default = "one")]
     pub bn_replicas: usize,
+    /// Make the process group and DDP even at world size 1 (a backend's
+    /// smoke test, e.g. NCCL on one GPU).
+    #[serde(default)]
+    pub always_group: bool,
 }
 
 fn one() -> usize {
@@ -81,8 +85,17 @@ impl Default for DistConfig {
             sync_bn: false,
             bucket_cap_mb: default_bucket_mb(),
             bn_replicas: 1,
+            always_group: false,
         }
     }
+}
+
+/// Under torchrun, its agent already serves a TCPStore at MASTER_ADDR:PORT
+/// (TORCHELASTIC_USE_AGENT_STORE=True): Some(restart count) then, as
+/// torch.distributed reads these variables.
+fn torchrun_agent_store() -> Option<u32> {
+    (std::env::var("TORCHELASTIC_USE_AGENT_STORE").as_deref() == Ok("True"))
+        .then(|| std::env::var("TORCHELASTIC_RESTART_COUNT").ok().and_then(|v| v.parse().ok()).unwrap_or(0))
 }
 
 /// What the layers of this thread's model see of the replicas.
@@ -147,13 +160,14 @@ impl Replica {
         if !(cfg.timeout_secs > 0.0) || !(cfg.bucket_cap_mb > 0.0) {
             bail!("the distributed timeout and bucket size must be positive");
         }
-        let group = if cfg.world_size > 1 {
+        let group = if cfg.world_size > 1 || cfg.always_group {
             let rv = Rendezvous {
                 master: cfg.master.clone(),
                 port: cfg.port,
                 rank: cfg.rank,
                 world: cfg.world_size,
                 timeout: Duration::from_secs_f64(cfg.timeout_secs),
+                agent_store: torchrun_agent_store(),
             };
             Some(Rc::new(Group::join(&rv, device)?))
         } else {
@@ -223,6 +237,14 @@ impl Replica {
     pub fn all_reduce_host(&self, values: &mut [f64], op: ReduceOp) -> Result<()> {
         match &self.group {
             Some(g) => g.all_reduce_host(values, op).map_err(|e| self.explain(e)),
+            None => Ok(()),
+        }
+    }
+
+    /// A tensor on this replica's device reduced in place over replicas.
+    pub fn all_reduce_tensor(&self, t: &Tensor, op: ReduceOp) -> Result<()> {
+        match &self.group {
+            Some(g) => g.all_reduce(&[t], op).map_err(|e| self.explain(e)),
             None => Ok(()),
         }
     }
