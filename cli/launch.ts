@@ -350,7 +350,11 @@ export async function launchLocal(
         }
       }
     }));
-    await Promise.all(relays);
+    // A replica's own children may hold its pipes open after it exited:
+    // give the last lines a moment, not forever.
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([Promise.all(relays), new Promise((r) => timer = setTimeout(r, 2000))]);
+    clearTimeout(timer);
   } finally {
     if (killer !== undefined) clearTimeout(killer);
     for (const [s, h] of forward) Deno.removeSignalListener(s, h);

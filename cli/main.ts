@@ -92,7 +92,9 @@ export function program(): Command {
     .passThroughOptions()
     .action(async (command: string[], o: { nproc: number; masterPort?: number }) => {
       const args = command.length === 0 || command[0].startsWith("-") ? ["train", ...command] : command;
-      Deno.exitCode = await launchLocal(o.nproc, args, { port: o.masterPort });
+      // Exit now: a replica's leftover children may still hold relayed pipes.
+      // The launcher runs no native code, so exiting cannot interrupt any.
+      Deno.exit(await launchLocal(o.nproc, args, { port: o.masterPort }));
     });
 
   prog.command("version").description("versions of selfsup, libtorch and CUDA").action(() => {

@@ -342,3 +342,50 @@ Deno.test("selfsup launch trains two replicas as one group (CLI)", async () => {
   assert.deepEqual(test(0).slice(1), test(1).slice(1));
   assert.equal(test(0)[1], "10", "the test set is sharded and every image counted once");
 });
+
+Deno.test("replicas stop after the same step, resume together from rank 0's checkpoint, and refuse different ones", async () => {
+  using tmp = tempDir("selfsup-launch-resume-");
+  const data = join(tmp.path, "data");
+  await writeDemoDataset(data, { seed: 2, trainPerClass: 2, testPerClass: 1, size: 16 });
+  const flags = [...smallRun(tmp.path, data), "--epochs", "2"];
+  const launch = (env: Record<string, string> = {}) =>
+    new Deno.Command(Deno.execPath(), {
+      args: ["run", "--allow-all", "--quiet", MAIN, "launch", "--nproc", "2", "train", ...flags],
+      env,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+  // Rank 1 alone is signalled (after its third step); the group stops together.
+  const stopped = await launch({ SELFSUP_SIGTERM_AFTER_STEPS: "3", SELFSUP_SIGTERM_RANK: "1" });
+  assert.equal(stopped.code, 0, new TextDecoder().decode(stopped.stderr));
+  const text = new TextDecoder().decode(stopped.stdout);
+  const at = (prefix: string) => text.match(new RegExp(`^${prefix}saved the last checkpoint at (epoch \\d+, batch \\d+)`, "m"))?.[1];
+  assert.ok(at("") !== undefined && at("") === at("\\[rank 1\\] "), `both stopped after the same step:\n${text}`);
+  assert.notEqual(at(""), "epoch 3, batch 0", "stopped before the end");
+
+  const out = await launch();
+  const stdout = new TextDecoder().decode(out.stdout);
+  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+  assert.match(stdout, new RegExp(`^resumed .* at ${at("")}`, "m"));
+  assert.match(stdout, new RegExp(`^\\[rank 1\\] resumed .* at ${at("")}`, "m"));
+  const epoch2 = (r: number) => stdout.match(new RegExp(`train-${r}\\[Epoch 2\\].*Loss: ([\\d.]+)`))?.[1];
+  assert.ok(epoch2(0) !== undefined && epoch2(0) === epoch2(1), stdout);
+
+  // Rank 1 looking in another (empty) folder would train from scratch beside a resumed rank 0.
+  const port = String(freePort());
+  const rank = (r: number, models: string) =>
+    new Deno.Command(Deno.execPath(), {
+      args: ["run", "--allow-all", "--quiet", MAIN, "train", ...flags, "--model-dir", models],
+      env: { RANK: String(r), WORLD_SIZE: "2", MASTER_ADDR: "127.0.0.1", MASTER_PORT: port },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+  const [a, b] = await Promise.all([rank(0, join(tmp.path, "models")), rank(1, join(tmp.path, "elsewhere"))]);
+  for (const o of [a, b]) {
+    assert.equal(o.code, 1, new TextDecoder().decode(o.stderr));
+    assert.match(
+      new TextDecoder().decode(o.stderr),
+      /the replicas resumed at different steps \(0 to \d+\): --model-dir .* must be one folder all ranks share/,
+    );
+  }
+});

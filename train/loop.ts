@@ -11,7 +11,7 @@ import { Loader, type LoaderConfig, scanFolder, type StepMetrics, Trainer, versi
 import { byolTau, lrAt, type Schedule, scaledLr } from "./schedule.ts";
 import { type Position, readSidecar, resume, saveCheckpoint, sidecarPath } from "./checkpoint.ts";
 import { BestSaver } from "./saver.ts";
-import { requeueUnderSlurm, StopFlag } from "./signals.ts";
+import { AgreedStop, requeueUnderSlurm, StopFlag } from "./signals.ts";
 import { Progress } from "./progress.ts";
 import { RunLog } from "./logging.ts";
 import { inMemoryLine, skippedLine, validSamples } from "../cli/data.ts";
@@ -134,9 +134,20 @@ export async function train(cfg: Config, log: (line: string) => void = console.l
   await using runLog = RunLog.fromConfig(cfg, (m) => console.error(m));
   runLog.config(cfg);
   if (runLog.dir) log(`logging to ${runLog.dir} (TensorBoard: tensorboard --logdir ${cfg.logDir})`);
-  using stop = new StopFlag();
+  using signals = new StopFlag();
+  // Several replicas stop only together (see AgreedStop), one alone at once.
+  const stop = cfg.worldSize > 1 ? new AgreedStop(signals, (v) => trainer.allReduce(v, "max")) : signals;
   const resumed = cfg.noResume ? null : await resume(trainer, cfg);
   const pos: Position = resumed ?? { epoch: 1, batch: 0, step: 0, bestLoss: null, sinceBest: 0 };
+  if (cfg.worldSize > 1) {
+    // Every replica must continue from the same checkpoint (one rank 0 wrote).
+    const [first, last] = [(await trainer.allReduce([pos.step], "min"))[0], (await trainer.allReduce([pos.step], "max"))[0]];
+    if (first !== last) {
+      throw new Error(
+        `the replicas resumed at different steps (${first} to ${last}): --model-dir ${cfg.modelDir} must be one folder all ranks share`,
+      );
+    }
+  }
   if (resumed) log(`resumed ${cfg.runName} at epoch ${pos.epoch}, batch ${pos.batch} (step ${pos.step})`);
   const saver = new BestSaver(cfg.epochs, cfg.earlyStop, pos.bestLoss, pos.sinceBest);
   const save = async (kind: "last" | "best") => {
@@ -164,6 +175,7 @@ export async function train(cfg: Config, log: (line: string) => void = console.l
   let lastSave = performance.now();
   // Testing preemption: a real SIGTERM to ourselves after this many steps.
   const selfTerm = Number(Deno.env.get("SELFSUP_SIGTERM_AFTER_STEPS") ?? "0");
+  const termRank = Deno.env.has("SELFSUP_SIGTERM_RANK") ? Number(Deno.env.get("SELFSUP_SIGTERM_RANK")) : null;
   while (pos.epoch <= cfg.epochs && !stop.requested) {
     const epoch = pos.epoch;
     const t0 = performance.now();
@@ -178,12 +190,11 @@ export async function train(cfg: Config, log: (line: string) => void = console.l
       runLog.step(lr, pos.step);
       const tau = byolTau(cfg.baseDecay, pos.step, schedule.totalSteps);
       const m = await trainer.trainStep(batch, lr, tau);
-      // Replicas stop at the same step when any of them was signalled.
-      if (cfg.worldSize > 1 && (await trainer.allReduce([stop.requested ? 1 : 0], "max"))[0] > 0) stop.signal ??= "SIGTERM";
+      if (stop instanceof AgreedStop) await stop.agree();
       if (!Number.isFinite(m.loss)) throw new Error(`the loss became ${m.loss} at step ${pos.step + 1}; lower --lr`);
       pos.step++;
       pos.batch++;
-      if (pos.step === selfTerm) Deno.kill(Deno.pid, "SIGTERM");
+      if (pos.step === selfTerm && (termRank === null || termRank === cfg.rank)) Deno.kill(Deno.pid, "SIGTERM");
       trainMeter.add(m);
       progress.update(pos.batch, trainMeter.samples, m.loss);
       if (cfg.checkpointMinutes > 0 && performance.now() - lastSave > cfg.checkpointMinutes * 60_000) {

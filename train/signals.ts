@@ -37,6 +37,30 @@ export class StopFlag {
 }
 
 /**
+ * A stop that replicas agree on: it counts only once `agree()` (called by
+ * every replica after every step) found that some replica was signalled,
+ * so that all of them stop after the same step; a signal arriving between
+ * agreements waits for the next one. Same face as {@link StopFlag}.
+ */
+export class AgreedStop {
+  signal: Deno.Signal | null = null;
+  constructor(
+    private readonly local: StopFlag,
+    /** Max over the replicas (Trainer.allReduce with "max"). */
+    private readonly max: (values: number[]) => Promise<number[]>,
+  ) {}
+
+  get requested(): boolean {
+    return this.signal !== null;
+  }
+
+  async agree(): Promise<void> {
+    const any = (await this.max([this.local.requested ? 1 : 0]))[0] > 0;
+    if (any) this.signal ??= this.local.signal ?? "SIGTERM";
+  }
+}
+
+/**
  * Under SLURM, puts the job back in the queue when it allows requeueing
  * (`scontrol show job` says Requeue=1). Returns what happened, for the log.
  */
