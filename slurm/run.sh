@@ -28,6 +28,10 @@
 # (or its parent, when called from slurm/). Environment: the submitting
 # shell's, as sbatch passes it on by default.
 #
+# In the container image instead (docker/README.md; like the reference's
+# `singularity exec --nv`; not tested here, no apptainer on the test
+# machines): SELFSUP_SIF=selfsup.sif [SELFSUP_BIND=/scratch/imagenet:/datasets]
+#
 #SBATCH --job-name=selfsup
 #SBATCH --nodes=1
 #SBATCH --ntasks-per-node=8
@@ -41,6 +45,23 @@
 #SBATCH --output=selfsup-%x-%j.out
 set -eu
 
+echo "selfsup job ${SLURM_JOB_ID:-?}: ${SLURM_NTASKS:-1} task(s) on ${SLURM_JOB_NODELIST:-$(hostname)}, CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-unset}"
+
+# --kill-on-bad-exit: a replica that fails takes the job down at once
+# instead of leaving the others to time out in a collective.
+if [ -n "${SELFSUP_SIF:-}" ]; then
+  runner=$(command -v apptainer || command -v singularity) || {
+    echo "slurm/run.sh: SELFSUP_SIF is set but neither apptainer nor singularity is on PATH" >&2
+    exit 2
+  }
+  if [ -n "${SELFSUP_BIND:-}" ]; then
+    set -- -B "$SELFSUP_BIND" "$SELFSUP_SIF" selfsup train "$@"
+  else
+    set -- "$SELFSUP_SIF" selfsup train "$@"
+  fi
+  exec srun --unbuffered --kill-on-bad-exit=1 --label "$runner" exec --nv "$@"
+fi
+
 root=${SELFSUP_ROOT:-${SLURM_SUBMIT_DIR:-.}}
 [ -x "$root/selfsup" ] || root="$root/.."
 if [ ! -x "$root/selfsup" ]; then
@@ -48,10 +69,6 @@ if [ ! -x "$root/selfsup" ]; then
   exit 2
 fi
 
-echo "selfsup job ${SLURM_JOB_ID:-?}: ${SLURM_NTASKS:-1} task(s) on ${SLURM_JOB_NODELIST:-$(hostname)}, CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-unset}"
 # Set up once here (Deno, torch, the native library), not in every task.
 "$root/selfsup" version >/dev/null
-
-# --kill-on-bad-exit: a replica that fails takes the job down at once
-# instead of leaving the others to time out in a collective.
 exec srun --unbuffered --kill-on-bad-exit=1 --label "$root/selfsup" train "$@"
