@@ -35,7 +35,7 @@ fn insert(obj: Object) -> i64 {
     id
 }
 
-fn trainer(id: i64) -> Result<Arc<Owner<State>>> {
+pub(crate) fn trainer(id: i64) -> Result<Arc<Owner<State>>> {
     with_objects(|m| match m.get(&id) {
         Some(Object::Trainer(t)) => Ok(t.clone()),
         _ => Err(anyhow!("no trainer with handle {id} (closed already?)")),

@@ -1,6 +1,7 @@
 //! selfsup's native core: self-supervised training (SimCLR, BYOL) on libtorch
 //! through tch, loaded by the Deno front end over a plain C ABI (ffi.rs).
 pub mod augment;
+pub mod bench;
 pub mod byol;
 pub mod checkpoint;
 pub mod data;

@@ -97,7 +97,7 @@ fn fill(out: &mut [f64; METRICS], values: Vec<f64>, n: usize) {
 }
 
 impl State {
-    fn views(&self, batch: &Batch) -> Result<(Tensor, Tensor)> {
+    pub(crate) fn views(&self, batch: &Batch) -> Result<(Tensor, Tensor)> {
         let (v1, v2) = augment::views_on_device(batch, self.model.device())?;
         let kind = self.model.params.first().map_or(Kind::Float, |p| p.tensor.kind());
         Ok((v1.f_to_kind(kind)?, v2.f_to_kind(kind)?))
@@ -118,7 +118,7 @@ impl State {
     }
 
     /// Forward, backward (gradients averaged over replicas by DDP), update.
-    fn replicated_step(&mut self, v1: &Tensor, v2: &Tensor, labels: &Tensor, lr: f64, tau: f64) -> Result<Vec<f64>> {
+    pub(crate) fn replicated_step(&mut self, v1: &Tensor, v2: &Tensor, labels: &Tensor, lr: f64, tau: f64) -> Result<Vec<f64>> {
         self.replica.before_forward()?;
         let m = self.model.train_losses(v1, v2, labels)?;
         self.replica.before_backward(&m.loss)?;
