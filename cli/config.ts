@@ -23,6 +23,8 @@ export interface Config {
   uid: string;
   arch: string;
   smallStem: boolean;
+  /** Stem channels; stages have 1, 2, 4, 8 times as many (torchvision: 64). */
+  baseWidth: number;
   representationSize: number;
   headLatentSize: number;
   /** SimCLR only. */
@@ -114,6 +116,7 @@ export const DEFAULTS: Settings = {
   uid: "",
   arch: "resnet50",
   smallStem: false,
+  baseWidth: 64,
   representationSize: 2048,
   headLatentSize: 1024,
   nceSize: 128,
@@ -189,6 +192,10 @@ export const ARCHS: Record<string, number> = {
   resnet152: 2048,
   wide_resnet50_2: 2048,
 };
+/** Pooled feature width of `arch` with its channel counts scaled to `baseWidth` (64 = torchvision's). */
+export function featureSize(arch: string, baseWidth = 64): number {
+  return ARCHS[arch] * baseWidth / 64;
+}
 export const OPTIMIZER_BASES = ["sgd", "momentum", "adam", "adamw", "rmsprop", "adadelta"];
 export const WEIGHT_INITS = ["xavier_uniform", "xavier_normal", "orthogonal", "kaiming_normal", "kaiming_uniform"];
 export const TASKS = ["multi_augment_image_folder", "dali_multi_augment_image_folder"];
@@ -265,8 +272,11 @@ export function validate(s: Settings): void {
   }
   if (!TASKS.includes(s.task)) fail(`unknown --task ${s.task}; choose ${TASKS.join(" or ")}`);
   if (!(s.arch in ARCHS)) fail(`unknown --arch ${s.arch}; choose one of ${Object.keys(ARCHS).join(", ")}`);
-  if (s.representationSize !== ARCHS[s.arch]) {
-    fail(`--representation-size ${s.representationSize} does not match ${s.arch}'s ${ARCHS[s.arch]} features; use --representation-size ${ARCHS[s.arch]}`);
+  positiveInt(s, "baseWidth");
+  const features = featureSize(s.arch, s.baseWidth);
+  if (s.representationSize !== features) {
+    const arch = s.baseWidth === 64 ? s.arch : `${s.arch} with --base-width ${s.baseWidth}`;
+    fail(`--representation-size ${s.representationSize} does not match ${arch}'s ${features} features; use --representation-size ${features}`);
   }
   const opt = s.optimizer.trim().toLowerCase();
   const optBase = opt.includes("lars") ? opt.split("_").at(-1)! : opt;

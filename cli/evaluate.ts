@@ -7,7 +7,7 @@
  */
 import { type Command, Option } from "commander";
 import { dirname, join } from "node:path";
-import { ARCHS, type Config, ConfigError, resolve } from "./config.ts";
+import { ARCHS, type Config, ConfigError, featureSize, resolve } from "./config.ts";
 import { float, int } from "./flags.ts";
 import { type Classifier, type FeatureWeights, Loader, scanFolder, Trainer, version } from "../ffi/native.ts";
 import { readSidecar, type Sidecar } from "../train/checkpoint.ts";
@@ -64,6 +64,7 @@ export function registerEvalCommands(prog: Command): void {
       .option("--backbone <path>", "or an export (torchvision key names); needs --arch")
       .option("-a, --arch <name>", "backbone of --backbone")
       .option("--small-stem", "the --backbone uses the small stem")
+      .option("--base-width <n>", "the --backbone's stem channels (default: 64)", int("--base-width"), 64)
       .addOption(new Option("--weights <which>", "online, polyak or target (BYOL)").choices(WEIGHTS).default("online"))
       .requiredOption("--data-dir <dir>", "folder holding train/ and test/")
       .option("--image-size-override <px>", "resize size (default: the checkpoint's)", int("--image-size-override"))
@@ -93,6 +94,7 @@ interface EvalOptions {
   backbone?: string;
   arch?: string;
   smallStem?: boolean;
+  baseWidth: number;
   weights: FeatureWeights;
   dataDir: string;
   imageSizeOverride?: number;
@@ -107,7 +109,7 @@ function modelConfig(o: EvalOptions): Config {
   if (o.checkpoint) return sidecarOf(o.checkpoint).config;
   if (!o.backbone) throw new ConfigError("give --checkpoint <sidecar> or --backbone <export> --arch <name>");
   if (!o.arch || !(o.arch in ARCHS)) throw new ConfigError(`--backbone needs --arch, one of ${Object.keys(ARCHS).join(", ")}`);
-  return resolve({ arch: o.arch, representationSize: ARCHS[o.arch], smallStem: !!o.smallStem, numReplicas: 1 });
+  return resolve({ arch: o.arch, baseWidth: o.baseWidth, representationSize: featureSize(o.arch, o.baseWidth), smallStem: !!o.smallStem, numReplicas: 1 });
 }
 
 /** Extracts features of both splits, fits and scores; prints one result line and returns it. */

@@ -66,7 +66,8 @@ export const FLAGS: Record<string, Flag[]> = {
   "Model": [
     { key: "arch", flags: "-a, --arch <name>", help: "resnet18, resnet34, resnet50, resnet101, resnet152, wide_resnet50_2 (default: resnet50)" },
     { key: "smallStem", flags: "--small-stem", help: "3x3 stride-1 stem without max-pool, for ~32 px images" },
-    { key: "representationSize", flags: "--representation-size <n>", help: "backbone feature width: 512 (resnet18/34) or 2048 (default: 2048)", parse: "int" },
+    { key: "baseWidth", flags: "--base-width <n>", help: "stem channels; the four stages get n, 2n, 4n, 8n planes: a narrower ResNet for small machines, features shrink alike (default: 64, torchvision's)", parse: "int" },
+    { key: "representationSize", flags: "--representation-size <n>", help: "backbone feature width: 512 (resnet18/34) or 2048, times base-width/64 (default: 2048)", parse: "int" },
     { key: "headLatentSize", flags: "--head-latent-size <n>", help: "hidden width of the head (default: simclr 1024, byol 4096)", parse: "int" },
     { key: "nceSize", flags: "--nce-size <n>", help: "SimCLR: projection output width (default: 128)", parse: "int" },
     { key: "nceTemperature", flags: "--nce-temperature <t>", help: "SimCLR: NT-Xent temperature (default: 0.1)", parse: "float" },

@@ -63,6 +63,7 @@ const REFERENCE_ARGS: [key: string, only?: Method][] = [
  */
 const SELFSUP_ARGS: [key: string, only: Method | undefined, omitted: unknown][] = [
   ["smallStem", undefined, false],
+  ["baseWidth", undefined, 64],
   ["byolLoss", "byol", "paper"],
   ["blurProb", undefined, [0.5, 0.5]],
   ["solarizeProb", undefined, [0, 0]],

@@ -232,6 +232,8 @@ export interface TrainerConfig {
   threads?: number;
   arch: string;
   smallStem?: boolean;
+  /** Stem channels, stages 1/2/4/8 times (default 64, torchvision's). */
+  baseWidth?: number;
   representationSize: number;
   headLatentSize: number;
   /** SimCLR */

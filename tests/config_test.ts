@@ -36,6 +36,8 @@ Deno.test("a flag of the other method and contradictions are one-line ConfigErro
     [{ projectionSize: 128 }, /--projection-size belongs to --method byol, not simclr/],
     [{ batchSize: 100, numReplicas: 8 }, /--batch-size 100 is not divisible by --num-replicas 8/],
     [{ arch: "resnet18", numReplicas: 1 }, /--representation-size 2048 does not match resnet18's 512 features/],
+    [{ arch: "resnet18", baseWidth: 32, representationSize: 512, numReplicas: 1 }, /--representation-size 512 does not match resnet18 with --base-width 32's 256 features; use --representation-size 256/],
+    [{ arch: "resnet18", baseWidth: 0, representationSize: 512, numReplicas: 1 }, /--base-width must be a positive integer, got 0/],
     [{ arch: "vgg16", numReplicas: 1 }, /unknown --arch vgg16; choose one of resnet18/],
     [{ optimizer: "lars_lbfgs", numReplicas: 1 }, /unknown --optimizer lars_lbfgs/],
     [{ weightInitialization: "he", numReplicas: 1 }, /unknown --weight-initialization he/],

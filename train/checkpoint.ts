@@ -102,6 +102,7 @@ const MODEL_KEYS: (keyof Config)[] = [
   "method",
   "arch",
   "smallStem",
+  "baseWidth",
   "representationSize",
   "headLatentSize",
   "nceSize",
@@ -114,8 +115,10 @@ const MODEL_KEYS: (keyof Config)[] = [
 export function contradiction(cfg: Config, saved: Config): string | null {
   for (const k of MODEL_KEYS) {
     const relevant = !((k === "nceSize" && cfg.method === "byol") || (k === "projectionSize" && cfg.method === "simclr"));
-    if (relevant && saved[k] !== cfg[k]) {
-      return `the checkpoint of this run was made with --${k.replace(/[A-Z]/g, (m) => "-" + m.toLowerCase())} ${saved[k]}, not ${cfg[k]}; pass --no-resume or a new --uid`;
+    // Sidecars written before --base-width existed hold torchvision's width.
+    const was = k === "baseWidth" ? saved[k] ?? 64 : saved[k];
+    if (relevant && was !== cfg[k]) {
+      return `the checkpoint of this run was made with --${k.replace(/[A-Z]/g, (m) => "-" + m.toLowerCase())} ${was}, not ${cfg[k]}; pass --no-resume or a new --uid`;
     }
   }
   return null;

@@ -106,6 +106,7 @@ export async function train(cfg: Config, log: (line: string) => void = console.l
     },
     arch: cfg.arch,
     smallStem: cfg.smallStem,
+    baseWidth: cfg.baseWidth,
     representationSize: cfg.representationSize,
     headLatentSize: cfg.headLatentSize,
     nceSize: cfg.nceSize,

@@ -58,6 +58,7 @@ pub struct Byol {
     norm: LossNorm,
     arch: String,
     small_stem: bool,
+    base_width: i64,
     sizes: (i64, i64, i64),
 }
 
@@ -70,13 +71,14 @@ impl Byol {
         };
         let (hidden, proj) = (cfg.head_latent_size, cfg.projection_size);
         Ok(Byol {
-            backbone: ResNet::new(&(root / "backbone"), init, &cfg.arch, cfg.small_stem)?,
+            backbone: ResNet::with_width(&(root / "backbone"), init, &cfg.arch, cfg.small_stem, cfg.base_width)?,
             projector: Mlp::new(&(root / "head"), init, features, hidden, proj, false)?,
             predictor: Mlp::new(&(root / "predictor"), init, proj, hidden, proj, false)?,
             target: None,
             norm,
             arch: cfg.arch.clone(),
             small_stem: cfg.small_stem,
+            base_width: cfg.base_width,
             sizes: (features, hidden, proj),
         })
     }
@@ -88,7 +90,7 @@ impl Byol {
         let tp = &root / "target";
         let mut scratch = Init::new(0, vs.device());
         let (features, hidden, proj) = self.sizes;
-        let backbone = ResNet::new(&(&tp / "backbone"), &mut scratch, &self.arch, self.small_stem)?;
+        let backbone = ResNet::with_width(&(&tp / "backbone"), &mut scratch, &self.arch, self.small_stem, self.base_width)?;
         let projector = Mlp::new(&(&tp / "head"), &mut scratch, features, hidden, proj, false)?;
         let vars = vs.variables();
         let mut pairs = Vec::new();

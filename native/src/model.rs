@@ -7,7 +7,7 @@ use crate::ema::Polyak;
 use crate::losses::topk_percent;
 use crate::nn::init::{Init, Scheme};
 use crate::nn::layers::Linear;
-use crate::nn::resnet::feature_size;
+use crate::nn::resnet::feature_size_width;
 use crate::optim::{self, Optimizer, Param};
 use crate::simclr::SimClr;
 use anyhow::{bail, Result};
@@ -22,6 +22,9 @@ pub struct ModelConfig {
     pub arch: String,
     #[serde(default)]
     pub small_stem: bool,
+    /// Channels of the stem; the stages have 1, 2, 4 and 8 times as many (torchvision: 64).
+    #[serde(default = "base_width")]
+    pub base_width: i64,
     pub representation_size: i64,
     pub head_latent_size: i64,
     /// SimCLR: projection head output and NT-Xent temperature.
@@ -62,6 +65,9 @@ fn nce_temperature() -> f64 {
 fn projection_size() -> i64 {
     256
 }
+fn base_width() -> i64 {
+    64
+}
 
 /// Scalars of one step, as the FFI hands them to TypeScript.
 pub struct Metrics {
@@ -99,7 +105,7 @@ pub struct Model {
 
 impl Model {
     pub fn new(cfg: ModelConfig, device: Device) -> Result<Self> {
-        let features = feature_size(&cfg.arch)?;
+        let features = feature_size_width(&cfg.arch, cfg.base_width)?;
         if cfg.representation_size != features {
             bail!(
                 "--representation-size {} does not match {}'s {} features; use --representation-size {}",

@@ -18,7 +18,7 @@ pub struct SimClr {
 impl SimClr {
     pub fn new(root: &Path, init: &mut Init, cfg: &ModelConfig, features: i64) -> Result<Self> {
         Ok(SimClr {
-            backbone: ResNet::new(&(root / "backbone"), init, &cfg.arch, cfg.small_stem)?,
+            backbone: ResNet::with_width(&(root / "backbone"), init, &cfg.arch, cfg.small_stem, cfg.base_width)?,
             head: Mlp::new(&(root / "head"), init, features, cfg.head_latent_size, cfg.nce_size, true)?,
             temperature: cfg.nce_temperature,
         })

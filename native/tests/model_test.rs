@@ -1,7 +1,7 @@
 //! Backbones, losses and the optimizer, checked against known values.
 use selfsup_native::losses::nt_xent;
 use selfsup_native::nn::init::Init;
-use selfsup_native::nn::resnet::{feature_size, ResNet};
+use selfsup_native::nn::resnet::{feature_size, feature_size_width, ResNet};
 use selfsup_native::optim::{self, Param};
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
@@ -28,6 +28,34 @@ fn backbones_have_torchvision_parameter_counts() {
         assert_eq!(features, feature_size(arch).unwrap());
         assert_eq!(params, total - fc(features), "{arch}");
     }
+}
+
+/// --base-width scales every channel count (stem included) and keeps the names.
+#[test]
+fn base_width_scales_channels_and_keeps_names() {
+    let shapes = |w: i64| {
+        let vs = VarStore::new(Device::Cpu);
+        let mut init = Init::new(0, Device::Cpu);
+        let net = ResNet::with_width(&vs.root(), &mut init, "resnet18", true, w).unwrap();
+        let x = Tensor::rand([2, 3, 28, 28], (Kind::Float, Device::Cpu));
+        assert_eq!(net.forward(&x, true).unwrap().size(), [2, 8 * w]);
+        assert_eq!(net.features, feature_size_width("resnet18", w).unwrap());
+        vs.variables().into_iter().map(|(n, t)| (n, t.size())).collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let (full, narrow) = (shapes(64), shapes(16));
+    assert_eq!(full.keys().collect::<Vec<_>>(), narrow.keys().collect::<Vec<_>>());
+    for (name, size) in &full {
+        let want: Vec<i64> = size
+            .iter()
+            .enumerate()
+            .map(|(i, &d)| if i < 2 && !(name == "conv1.weight" && i == 1) { d / 4 } else { d })
+            .collect();
+        assert_eq!(narrow[name], want, "{name}");
+    }
+    assert_eq!(feature_size_width("resnet50", 16).unwrap(), 512);
+    let vs = VarStore::new(Device::Cpu);
+    let err = ResNet::with_width(&vs.root(), &mut Init::new(0, Device::Cpu), "resnet18", false, 0).err().unwrap();
+    assert!(err.to_string().contains("--base-width must be between 1 and 1024"), "{err}");
 }
 
 #[test]

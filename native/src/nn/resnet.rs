@@ -3,7 +3,9 @@
 //! `layer2.0.downsample.0.weight`, …), shapes and default initialisation
 //! match `torchvision.models.resnet*` (v1.5: the stride sits on the 3x3
 //! conv of a bottleneck). `small_stem` swaps the 7x7/2 conv and max-pool
-//! for a 3x3/1 conv, the usual choice for 32-pixel images.
+//! for a 3x3/1 conv, the usual choice for 32-pixel images. `base_width`
+//! (64 in torchvision) scales every channel count, stem included, for
+//! narrower networks on small machines; the names stay the same.
 use super::init::Init;
 use super::layers::{BatchNorm, Conv2d};
 use anyhow::{bail, Result};
@@ -33,7 +35,12 @@ fn spec(arch: &str) -> Result<Spec> {
 
 /// Width of the pooled features an architecture produces.
 pub fn feature_size(arch: &str) -> Result<i64> {
-    Ok(if spec(arch)?.bottleneck { 2048 } else { 512 })
+    feature_size_width(arch, 64)
+}
+
+/// Width of the pooled features with the channel counts scaled to `base_width`.
+pub fn feature_size_width(arch: &str, base_width: i64) -> Result<i64> {
+    Ok(if spec(arch)?.bottleneck { 32 * base_width } else { 8 * base_width })
 }
 
 struct Block {
@@ -96,16 +103,24 @@ pub struct ResNet {
 
 impl ResNet {
     pub fn new(p: &Path, init: &mut Init, arch: &str, small_stem: bool) -> Result<Self> {
+        Self::with_width(p, init, arch, small_stem, 64)
+    }
+
+    /// A ResNet whose stem has `w` channels and whose stages have w, 2w, 4w, 8w planes.
+    pub fn with_width(p: &Path, init: &mut Init, arch: &str, small_stem: bool, w: i64) -> Result<Self> {
         let s = spec(arch)?;
+        if !(1..=1024).contains(&w) {
+            bail!("--base-width must be between 1 and 1024, got {w}");
+        }
         let conv1 = if small_stem {
-            Conv2d::new(&(p / "conv1"), init, 3, 64, 3, 1, 1)?
+            Conv2d::new(&(p / "conv1"), init, 3, w, 3, 1, 1)?
         } else {
-            Conv2d::new(&(p / "conv1"), init, 3, 64, 7, 2, 3)?
+            Conv2d::new(&(p / "conv1"), init, 3, w, 7, 2, 3)?
         };
-        let bn1 = BatchNorm::new(&(p / "bn1"), init, 64)?;
+        let bn1 = BatchNorm::new(&(p / "bn1"), init, w)?;
         let mut layers = Vec::new();
-        let mut cin = 64;
-        for (li, (&n, planes)) in s.blocks.iter().zip([64, 128, 256, 512]).enumerate() {
+        let mut cin = w;
+        for (li, (&n, planes)) in s.blocks.iter().zip([w, 2 * w, 4 * w, 8 * w]).enumerate() {
             let lp = p / format!("layer{}", li + 1);
             for bi in 0..n {
                 let stride = if bi == 0 && li > 0 { 2 } else { 1 };
