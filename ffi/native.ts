@@ -161,11 +161,8 @@ export async function writeFashionMnist(source: string, out: string): Promise<nu
 }
 
 /** Data-pipeline parity tests: one piece of the pipeline (native/src/data/debug.rs) on files or tensors. */
-export async function dataDebug(what: string, spec: unknown, input: string, output: string): Promise<void> {
-  const w = utf8(what), s = utf8(JSON.stringify(spec)), i = utf8(input), o = utf8(output);
-  check(
-    await native().selfsup_data_debug(w, BigInt(w.length), s, BigInt(s.length), i, BigInt(i.length), o, BigInt(o.length)),
-  );
+export function dataDebug(what: string, spec: unknown, input: string, output: string): Promise<void> {
+  return debugRun(what, spec, input, output);
 }
 
 /** Images as uint8, N×C×H×W, row-major. */
@@ -361,7 +358,7 @@ export class Trainer extends Handle {
   }
 }
 
-/** Parity tests: one piece of selfsup (`loss`, `optimizer`, `backbone`) on the tensors of a safetensors file. */
+/** Parity tests: one piece of selfsup (`loss`, `optimizer`, `backbone`, or a data-pipeline piece of native/src/data/debug.rs) on files or tensors. */
 export async function debugRun(what: string, spec: unknown, input: string, output: string): Promise<void> {
   const w = utf8(what), s = utf8(JSON.stringify(spec)), i = utf8(input), o = utf8(output);
   check(

@@ -32,12 +32,6 @@ export const symbols = {
   selfsup_loader_report: { parameters: ["i64", "buffer", "usize"], result: "i64" },
   /** (IDX folder, length, output folder, length) → images written: Fashion-MNIST as an ImageFolder */
   selfsup_fashion_mnist: { parameters: ["buffer", "usize", "buffer", "usize"], result: "i64", nonblocking: true },
-  /** (what: crop_boxes|crop_resize|decode|augment_op|apply, JSON spec, input path, output path; each as bytes + length) → 0 */
-  selfsup_data_debug: {
-    parameters: ["buffer", "usize", "buffer", "usize", "buffer", "usize", "buffer", "usize"],
-    result: "i64",
-    nonblocking: true,
-  },
   /** (any id) → 1 if something was freed, else 0 */
   selfsup_free: { parameters: ["i64"], result: "i64" },
   /** (JSON settings, length) → trainer id */
@@ -86,7 +80,7 @@ export const symbols = {
     result: "i64",
     nonblocking: true,
   },
-  /** (what: loss|optimizer|backbone, JSON spec, input path, output path; each as bytes + length) → 0 */
+  /** (what: loss|optimizer|backbone, or a data piece: crop_boxes|crop_resize|decode|augment_op|apply; JSON spec, input path, output path; each as bytes + length) → 0 */
   selfsup_debug_run: {
     parameters: ["buffer", "usize", "buffer", "usize", "buffer", "usize", "buffer", "usize"],
     result: "i64",

@@ -193,25 +193,6 @@ pub unsafe extern "C" fn selfsup_fashion_mnist(source: *const u8, source_len: us
     })
 }
 
-/// Parity tests of the data pipeline: data::debug::run(what, spec, input, output).
-#[no_mangle]
-pub unsafe extern "C" fn selfsup_data_debug(
-    what: *const u8,
-    what_len: usize,
-    spec: *const u8,
-    spec_len: usize,
-    input: *const u8,
-    input_len: usize,
-    output: *const u8,
-    output_len: usize,
-) -> i64 {
-    guard(|| {
-        let (i, o) = (PathBuf::from(text(input, input_len)?), PathBuf::from(text(output, output_len)?));
-        crate::data::debug::run(text(what, what_len)?, text(spec, spec_len)?, &i, &o)?;
-        Ok(0)
-    })
-}
-
 /// Frees a loader, trainer or unused batch.
 #[no_mangle]
 pub extern "C" fn selfsup_free(id: i64) -> i64 {
@@ -458,7 +439,8 @@ pub unsafe extern "C" fn selfsup_debug_run(
             "loss" => crate::debug::loss(spec, &i, &o)?,
             "optimizer" => crate::debug::optimizer(spec, &i, &o)?,
             "backbone" => crate::debug::backbone(spec, &i, &o)?,
-            other => bail!("unknown debug entry {other:?}"),
+            // The data pipeline's pieces (crop_boxes, decode, augment_op, …).
+            data => crate::data::debug::run(data, spec, &i, &o)?,
         }
         Ok(0)
     })

@@ -52,7 +52,7 @@ pub fn run(what: &str, spec: &str, input: &Path, output: &Path) -> Result<()> {
             let params = Vec::<f32>::try_from(get(&t, "params")?.f_flatten(0, -1)?)?;
             vec![("out", augment::apply(&images, &params)?)]
         }
-        other => bail!("unknown data debug entry {other:?}"),
+        other => bail!("unknown debug entry {other:?}"),
     };
     let out: Vec<(String, Tensor)> = out.into_iter().map(|(k, t)| (k.to_string(), t)).collect();
     Tensor::write_safetensors(&out, output).with_context(|| format!("cannot write {}", output.display()))
