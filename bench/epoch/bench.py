@@ -1,0 +1,134 @@
+"""End-to-end epoch benchmark: `selfsup train` for one epoch on an on-disk
+JPEG ImageFolder vs the reference's PyTorch training (torchvision
+DataLoader with the reference's augmentations, the same step), printed
+side by side.
+
+  . .cache/env.sh && $SELFSUP_PYTHON bench/epoch/bench.py    # --train 512 --px 32 --batch 32 --methods simclr,byol
+
+The data set (make_data.py: --train + --test JPEGs of --px pixels) is
+written once under .datasets/ and read before the runs, so every run reads
+from the page cache. Both sides train resnet18 with the small stem (or
+--arch, --small-stem no), batch --batch, --threads intra-op threads and
+--workers loader workers (selfsup: threads; PyTorch: processes), then pass
+over the test split. selfsup is the real command line (cli/main.ts train,
+with TensorBoard logs and checkpoints written to a temporary folder, as
+always); the PyTorch side is torch_epoch.py.
+
+Reported: the train pass (seconds from the loader's start to the last step,
+as each side prints it) and images per second through it; the test pass;
+the whole process (wall seconds from start to exit, and the CPU time of the
+process and its loader workers); peak RSS and PSS of the process tree.
+Runs alternate between the sides, --repeat times; medians are reported.
+"""
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+import measure  # noqa: E402
+
+SUMMARY = re.compile(r"^(train|test)-0\[Epoch (\d+)\]\[(\d+) samples\]\[([0-9.]+) sec\]", re.M)
+
+
+def warm_page_cache(data):
+    for dirpath, _, files in os.walk(data):
+        for f in files:
+            with open(os.path.join(dirpath, f), "rb") as fh:
+                fh.read()
+
+
+def selfsup(a, method, tmp):
+    cmd = [measure.DENO, "run", "--quiet", "--allow-all", os.path.join(measure.ROOT, "cli", "main.ts"), "train",
+           "--data-dir", a.data, "--method", method, "-a", a.arch, "--representation-size", "512" if a.arch in ("resnet18", "resnet34") else "2048",
+           "--batch-size", str(a.batch), "--warmup", "0", "--image-size-override", str(a.size), "--epochs", str(a.epochs),
+           "--workers-per-replica", str(a.workers), "--threads", str(a.threads), "--num-replicas", "1", "--seed", "0",
+           "--model-dir", os.path.join(tmp, "models"), "--log-dir", os.path.join(tmp, "runs"), "--no-resume"]
+    cmd += ["--small-stem"] if a.small_stem == "yes" else []
+    cmd += ["--no-cuda"] if a.device == "cpu" else []
+    r = measure.run(cmd, gpu=a.device == "cuda", json_line=False)
+    lines = SUMMARY.findall(r["stdout"])
+    r["train_s"] = sum(float(s) for kind, _, _, s in lines if kind == "train")
+    r["test_s"] = sum(float(s) for kind, _, _, s in lines if kind == "test")
+    r["images"] = sum(int(n) for kind, _, n, _ in lines if kind == "train")
+    if not r["images"]:
+        raise measure.Failed(cmd, 0, "no train summary line in its output")
+    r["img_per_s"] = r["images"] / r["train_s"]
+    return r
+
+
+def pytorch(a, method, decodes):
+    cmd = [sys.executable, os.path.join(HERE, "torch_epoch.py"), a.data, "--method", method, "--arch", a.arch,
+           "--batch", str(a.batch), "--size", str(a.size), "--workers", str(a.workers), "--threads", str(a.threads),
+           "--epochs", str(a.epochs), "--decodes", str(decodes), "--device", a.device]
+    cmd += ["--small-stem"] if a.small_stem == "yes" else []
+    return measure.run(cmd, gpu=a.device == "cuda")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", help="default: .datasets/bench-epoch-<train>x<px>")
+    ap.add_argument("--train", type=int, default=512, help="train images generated")
+    ap.add_argument("--test", type=int, default=128, help="test images generated")
+    ap.add_argument("--px", type=int, default=32, help="side of the generated images")
+    ap.add_argument("--size", type=int, help="crop / resize size (default: --px)")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--arch", default="resnet18")
+    ap.add_argument("--small-stem", choices=["yes", "no"], default="yes")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--methods", default="simclr,byol")
+    ap.add_argument("--decodes", default="2", help="PyTorch variants, comma-separated: 2 = the reference (each view decodes the file), 1 = one decode")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--repeat", type=int, default=1, help="runs per side, alternating; medians are reported")
+    a = ap.parse_args()
+    a.size = a.size or a.px
+    a.data = a.data or os.path.join(measure.ROOT, ".datasets", f"bench-epoch-{a.train}x{a.px}")
+    if a.device == "cuda":
+        probe = subprocess.run([sys.executable, "-c", "import torch; print(torch.cuda.is_available())"], capture_output=True, text=True)
+        if probe.stdout.strip() != "True":
+            sys.exit("bench/epoch: --device cuda needs a GPU, and torch sees none on this machine")
+    if not os.path.isdir(os.path.join(a.data, "train")):
+        subprocess.run([sys.executable, os.path.join(HERE, "make_data.py"), a.data, "--train", str(a.train),
+                        "--test", str(a.test), "--px", str(a.px)], check=True)
+    warm_page_cache(a.data)
+    v = measure.versions()
+    print(f"machine: {measure.machine()}")
+    print(f"versions: torch {v['torch']}, torchvision {v['torchvision']}, selfsup {v['selfsup']}")
+    print(f"before: {measure.load()}", flush=True)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="selfsup-bench-epoch-") as tmp:
+        for method in a.methods.split(","):
+            sides = {"selfsup": lambda: selfsup(a, method, tmp)}
+            for d in (int(x) for x in a.decodes.split(",")):
+                sides[f"pytorch, {'reference (2 decodes)' if d == 2 else '1 decode'}"] = lambda d=d: pytorch(a, method, d)
+            runs = {k: [] for k in sides}
+            for r in range(a.repeat):
+                for name in (list(sides) if r % 2 == 0 else list(sides)[::-1]):
+                    runs[name].append(sides[name]())
+                    x = runs[name][-1]
+                    print(f"  {method} {name} run {r + 1}: train {x['train_s']:.1f} s, process {x['wall_s']:.1f} s", flush=True)
+            rows.append((method, runs))
+    print(f"after: {measure.load()}\n")
+    print(f"{a.train} train + {a.test} test JPEGs of {a.px} px, {a.arch}{', small stem' if a.small_stem == 'yes' else ''}, "
+          f"batch {a.batch}, {a.size} px, {a.epochs} epoch(s), {a.threads} threads, {a.workers} workers, {a.device}; "
+          f"medians of {a.repeat} run(s)\n")
+    print("| method | impl | train s | img/s | vs PyTorch reference | test s | process s | process CPU s | peak RSS MB | peak PSS MB |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    med = lambda rs, k: statistics.median(r[k] for r in rs)
+    for method, runs in rows:
+        ref_name = next(k for k in runs if k != "selfsup")
+        ref = med(runs[ref_name], "img_per_s")
+        for name, rs in runs.items():
+            ips = med(rs, "img_per_s")
+            print(f"| {method} | {name} | {med(rs, 'train_s'):.1f} | {ips:.1f} | {ips / ref:.2f}x | {med(rs, 'test_s'):.1f} "
+                  f"| {med(rs, 'wall_s'):.1f} | {med(rs, 'cpu_s'):.1f} | {max(r['rss_mb'] for r in rs):.0f} | {max(r['pss_mb'] for r in rs):.0f} |")
+
+
+if __name__ == "__main__":
+    main()
