@@ -60,7 +60,8 @@ fn main() {
         // c10d's headers warn about their own unused parameters.
         .flag_if_supported("-Wno-unused-parameter")
         .file("shim/shim.cpp")
-        .file("shim/dist_core.cpp");
+        .file("shim/dist_core.cpp")
+        .file("shim/amp.cpp");
     if nccl {
         shim.define("SELFSUP_WITH_NCCL", None);
     }

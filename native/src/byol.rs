@@ -24,7 +24,10 @@ pub enum LossNorm {
 }
 
 /// The BYOL regression loss for a batch, mean over rows.
+/// Under mixed precision it runs in fp32, autocast suspended (amp.rs).
 pub fn regression_loss(p: &Tensor, z: &Tensor, norm: LossNorm) -> Result<Tensor> {
+    let _fp32 = crate::amp::Autocast::suspend(p.device())?;
+    let (p, z) = (&crate::amp::full(p)?, &crate::amp::full(z)?);
     Ok(match norm {
         LossNorm::Paper => {
             let cos = (l2_normalize(p)? * l2_normalize(z)?).f_sum_dim_intlist(-1, false, p.kind())?;

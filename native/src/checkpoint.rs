@@ -1,6 +1,8 @@
 //! Everything a run needs to continue bit-for-bit, as named tensors:
 //! `model.<var>` (online and BYOL target weights, BN buffers),
-//! `optim.<param>.<slot>` and `optim.steps`, `polyak.<param>`. The
+//! `optim.<param>.<slot>` and `optim.steps`, `polyak.<param>`, and with
+//! a loss scaler (fp16) `amp.scale`, `amp.growth_tracker`, `amp.skipped`.
+//! Tensors are written contiguous (channels_last weights included). The
 //! schedule position, config and best loss live in the JSON sidecar that
 //! TypeScript writes (train/checkpoint.ts); it names this file, so the
 //! pair is committed by the sidecar's rename.
@@ -24,7 +26,12 @@ impl Model {
                 out.push((format!("optim.{}.{i}", p.name), s.shallow_clone()));
             }
         }
-        out.push(("optim.steps".into(), Tensor::from_slice(&[self.opt.steps])));
+        out.push(("optim.steps".into(), Tensor::from_slice(&[self.opt.steps()?])));
+        if let Some(s) = &self.scaler {
+            for (name, t) in s.state() {
+                out.push((name.into(), t.shallow_clone()));
+            }
+        }
         if let Some(polyak) = &self.polyak {
             for (p, s) in self.params.iter().zip(&polyak.shadow) {
                 out.push((format!("polyak.{}", p.name), s.shallow_clone()));
@@ -38,9 +45,12 @@ impl Model {
 
     /// Restores what `checkpoint_tensors` wrote; a tensor that is missing
     /// or has another shape means the checkpoint belongs to another model.
+    /// A scaler absent from the file (a run resumed with another
+    /// --precision) starts afresh; one the model lacks is ignored.
     pub fn restore(&mut self, mut saved: BTreeMap<String, Tensor>, origin: &Path) -> Result<()> {
         let _g = tch::no_grad_guard();
         let dev = self.device();
+        let has_scaler = saved.contains_key("amp.scale");
         let mut take = |name: &str, like: Option<&Tensor>| -> Result<Tensor> {
             let t = saved.remove(name).with_context(|| {
                 format!("{} has no {name}: it was made by another --method/--arch or settings", origin.display())
@@ -68,11 +78,24 @@ impl Model {
                 if t.size() != p.tensor.size() {
                     bail!("{}: optimizer state of {} has the wrong shape", origin.display(), p.name);
                 }
-                slots.push(t);
+                // In the parameter's layout (channels_last too): the fused
+                // updates walk parameter and state in memory order.
+                let mut s = p.tensor.f_empty_like()?;
+                s.f_copy_(&t)?;
+                slots.push(s);
             }
             p.state = slots;
         }
-        self.opt.steps = take("optim.steps", None)?.f_int64_value(&[0])?;
+        let steps = take("optim.steps", None)?.f_int64_value(&[0])?;
+        self.opt.set_steps(steps, dev)?;
+        if let Some(s) = &mut self.scaler {
+            if has_scaler {
+                for (name, t) in [("amp.scale", &mut s.scale), ("amp.growth_tracker", &mut s.growth_tracker), ("amp.skipped", &mut s.skipped)] {
+                    let v = take(name, Some(&*t))?;
+                    t.f_copy_(&v)?;
+                }
+            }
+        }
         if let Some(polyak) = &self.polyak {
             for (p, s) in self.params.iter().zip(&polyak.shadow) {
                 s.shallow_clone().f_copy_(&take(&format!("polyak.{}", p.name), Some(s))?)?;

@@ -147,3 +147,86 @@ pub fn backbone(spec: &str, input: &Path, output: &Path) -> Result<()> {
     out.extend(state("after", true)?);
     write(output, out)
 }
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct AmpSpec {
+    device: String,
+    precision: String,
+}
+
+/// Checks autocast's dtype policy on a small model (both methods) for a
+/// device ("cpu", "cuda") and precision ("fp16", "bf16"); an error names
+/// the first tensor of the wrong type. Writes the step's loss to `output`.
+pub fn amp_policy(spec: &str, output: &Path) -> Result<()> {
+    let spec: AmpSpec = serde_json::from_str(spec).context("invalid amp spec")?;
+    let device = match spec.device.as_str() {
+        "cpu" => Device::Cpu,
+        "cuda" if tch::Cuda::is_available() => Device::Cuda(0),
+        other => bail!("amp policy: no device {other:?} here"),
+    };
+    let loss = check_amp_policy(device, &spec.precision)?;
+    write(output, vec![("loss".into(), loss)])
+}
+
+/// What autocast must do inside a model for `precision`: convolutions and
+/// linear layers in the reduced type, BatchNorm running statistics,
+/// losses, parameters, gradients and optimizer state in fp32, evaluation
+/// features in fp32, a loss scaler for fp16 only. Returns the last loss.
+pub fn check_amp_policy(device: Device, precision: &str) -> Result<Tensor> {
+    use crate::amp::{Autocast, Precision};
+    use crate::model::{Model, ModelConfig, Net};
+    use tch::Kind;
+    let low = Precision::parse(precision)?.autocast_kind().context("the dtype policy is about fp16 or bf16")?;
+    let want = |what: String, got: Kind, want: Kind| -> Result<()> {
+        if got != want {
+            bail!("{precision} on {device:?}: {what} is {got:?}, expected {want:?}");
+        }
+        Ok(())
+    };
+    let mut last = Tensor::f_zeros([], (Kind::Float, Device::Cpu))?;
+    for method in ["simclr", "byol"] {
+        let cfg: ModelConfig = serde_json::from_value(serde_json::json!({
+            "method": method, "arch": "resnet18", "representationSize": 512, "headLatentSize": 32,
+            "nceSize": 16, "projectionSize": 16, "numClasses": 4, "optimizer": "lars_momentum",
+            "weightDecay": 1e-4, "seed": 1, "precision": precision,
+        }))?;
+        let mut m = Model::new(cfg, device)?;
+        let x = Tensor::f_rand([4, 3, 16, 16], (Kind::Float, device))?;
+        let labels = Tensor::from_slice(&[0i64, 1, 2, 3]).f_to_device(device)?;
+        {
+            let _ac = Autocast::enter(device, Some(low))?;
+            let backbone = match &m.net {
+                Net::SimClr(n) => n.backbone(),
+                Net::Byol(n) => n.backbone(),
+            };
+            want(format!("{method}'s backbone output"), backbone.forward(&x, true)?.kind(), low)?;
+            let vars = m.vs.variables();
+            for v in ["backbone.bn1.running_mean", "backbone.bn1.running_var", "backbone.layer4.1.bn2.running_var"] {
+                want(v.into(), vars[v].kind(), Kind::Float)?;
+            }
+        }
+        let metrics = m.train_losses(&x, &x.f_flip([3])?, &labels)?;
+        for (what, t) in [("the loss", &metrics.loss), ("the SSL loss", &metrics.ssl_loss), ("the classifier's loss", &metrics.linear_loss)] {
+            want(format!("{method}: {what}"), t.kind(), Kind::Float)?;
+            if !t.f_double_value(&[])?.is_finite() {
+                bail!("{precision} on {device:?}: {method}: {what} is not finite");
+            }
+        }
+        m.backward(&metrics)?;
+        m.update(0.1, 0.99)?;
+        for p in &m.params {
+            want(format!("parameter {}", p.name), p.tensor.kind(), Kind::Float)?;
+            want(format!("the gradient of {}", p.name), p.tensor.grad().kind(), Kind::Float)?;
+            for s in &p.state {
+                want(format!("optimizer state of {}", p.name), s.kind(), Kind::Float)?;
+            }
+        }
+        want(format!("{method}: evaluation features"), m.features(&x, "online")?.kind(), Kind::Float)?;
+        if m.scaler.is_some() != (precision == "fp16") {
+            bail!("{precision}: a loss scaler is for fp16 only");
+        }
+        last = metrics.loss.f_detach()?.f_to_device(Device::Cpu)?;
+    }
+    Ok(last)
+}

@@ -420,8 +420,8 @@ pub unsafe extern "C" fn selfsup_trainer_debug_gradients(
     })
 }
 
-/// Parity tests: runs debug::{loss, optimizer, backbone} (`what`) with a
-/// JSON spec on the tensors of `input`, writing `output`.
+/// Parity tests: runs debug::{loss, optimizer, backbone, amp_policy}
+/// (`what`) with a JSON spec on the tensors of `input`, writing `output`.
 #[no_mangle]
 pub unsafe extern "C" fn selfsup_debug_run(
     what: *const u8,
@@ -439,6 +439,7 @@ pub unsafe extern "C" fn selfsup_debug_run(
             "loss" => crate::debug::loss(spec, &i, &o)?,
             "optimizer" => crate::debug::optimizer(spec, &i, &o)?,
             "backbone" => crate::debug::backbone(spec, &i, &o)?,
+            "amp_policy" => crate::debug::amp_policy(spec, &o)?,
             // The data pipeline's pieces (crop_boxes, decode, augment_op, …).
             data => crate::data::debug::run(data, spec, &i, &o)?,
         }

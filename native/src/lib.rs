@@ -1,5 +1,6 @@
 //! selfsup's native core: self-supervised training (SimCLR, BYOL) on libtorch
 //! through tch, loaded by the Deno front end over a plain C ABI (ffi.rs).
+pub mod amp;
 pub mod augment;
 pub mod bench;
 pub mod byol;

@@ -1,4 +1,5 @@
 //! Self-supervised losses.
+use crate::amp::{full, Autocast};
 use anyhow::Result;
 use tch::{Kind, Reduction, Tensor};
 
@@ -26,12 +27,14 @@ pub struct Gathered<'a> {
 /// and the negatives are every other image of both views (across
 /// replicas when `gathered` is given); the same with the views swapped;
 /// returns mean(loss_a + loss_b), ≈ 2·log(2N−1) at chance.
+/// Under mixed precision it runs in fp32, autocast suspended (amp.rs).
 pub fn nt_xent(z1: &Tensor, z2: &Tensor, gathered: Option<Gathered>, temperature: f64) -> Result<Tensor> {
-    let e1 = l2_normalize(z1)?;
-    let e2 = l2_normalize(z2)?;
+    let _fp32 = Autocast::suspend(z1.device())?;
+    let e1 = l2_normalize(&full(z1)?)?;
+    let e2 = l2_normalize(&full(z2)?)?;
     let b = e1.size()[0];
     let (e1_all, e2_all, offset) = match gathered {
-        Some(g) => (l2_normalize(g.z1_all)?, l2_normalize(g.z2_all)?, g.offset),
+        Some(g) => (l2_normalize(&full(g.z1_all)?)?, l2_normalize(&full(g.z2_all)?)?, g.offset),
         None => (e1.shallow_clone(), e2.shallow_clone(), 0),
     };
     let n = e1_all.size()[0];

@@ -2,6 +2,7 @@
 //! the online linear classifier on detached features (its cross-entropy
 //! is added to the loss, REFERENCE.md §2.6), the Polyak average for
 //! evaluation, and the update.
+use crate::amp::{full, Autocast, GradScaler, Precision, ScalerConfig};
 use crate::byol::Byol;
 use crate::ema::Polyak;
 use crate::losses::topk_percent;
@@ -48,8 +49,19 @@ pub struct ModelConfig {
     pub weight_initialization: Option<String>,
     #[serde(default)]
     pub seed: u64,
+    /// fp32, fp16 (autocast and a dynamic loss scale) or bf16 (autocast).
+    #[serde(default = "fp32")]
+    pub precision: String,
+    /// The loss scaler's settings (torch's GradScaler defaults when
+    /// omitted). Given with fp32 it scales fp32 gradients, as a
+    /// GradScaler can: tests use that to exercise skipped steps quickly.
+    #[serde(default)]
+    pub loss_scaler: Option<ScalerConfig>,
 }
 
+fn fp32() -> String {
+    "fp32".into()
+}
 fn simclr() -> String {
     "simclr".into()
 }
@@ -80,10 +92,17 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn to_vec(&self) -> Result<Vec<f64>> {
-        [&self.loss, &self.ssl_loss, &self.linear_loss, &self.top1, &self.top5]
+        Ok(Vec::<f64>::try_from(&self.row()?.f_to_device(tch::Device::Cpu)?)?)
+    }
+
+    /// The five values as one float64 vector on the device, to read back
+    /// later (no host synchronisation now).
+    pub fn row(&self) -> Result<Tensor> {
+        let parts: Vec<Tensor> = [&self.loss, &self.ssl_loss, &self.linear_loss, &self.top1, &self.top5]
             .iter()
-            .map(|t| Ok(t.f_double_value(&[])?))
-            .collect()
+            .map(|t| t.f_detach()?.f_to_kind(tch::Kind::Double)?.f_reshape([1]))
+            .collect::<Result<_, _>>()?;
+        Ok(Tensor::f_cat(&parts, 0)?)
     }
 }
 
@@ -100,6 +119,12 @@ pub struct Model {
     classifier: Linear,
     pub opt: Optimizer,
     pub polyak: Option<Polyak>,
+    pub precision: Precision,
+    /// The dynamic loss scale of fp16 training.
+    pub scaler: Option<GradScaler>,
+    /// The loss scale the last step used and whether it was skipped (1.0)
+    /// or not, on the device; zeros without a scaler.
+    amp_record: Option<Tensor>,
     cfg: ModelConfig,
 }
 
@@ -119,6 +144,12 @@ impl Model {
             bail!("the data set has no classes");
         }
         let scheme = cfg.weight_initialization.as_deref().map(Scheme::parse).transpose()?;
+        let precision = Precision::parse(&cfg.precision)?;
+        let scaler = match (precision, cfg.loss_scaler) {
+            (Precision::Fp16, c) => Some(GradScaler::new(c.unwrap_or_default(), device)?),
+            (_, Some(c)) => Some(GradScaler::new(c, device)?),
+            (_, None) => None,
+        };
         let opt = optim::parse(&cfg.optimizer, cfg.weight_decay)?;
         let vs = VarStore::new(device);
         let root = vs.root();
@@ -145,16 +176,22 @@ impl Model {
             n => n,
         };
         let polyak = if cfg.polyak_ema > 0.0 { Some(Polyak::new(&params, cfg.polyak_ema)?) } else { None };
-        Ok(Model { vs, params, net, classifier, opt, polyak, cfg })
+        Ok(Model { vs, params, net, classifier, opt, polyak, precision, scaler, amp_record: None, cfg })
     }
 
     pub fn device(&self) -> Device {
         self.vs.device()
     }
 
+    /// An autocast region for this model's precision (None for fp32).
+    fn autocast(&self) -> Result<Option<Autocast>> {
+        Autocast::enter(self.device(), self.precision.autocast_kind())
+    }
+
     /// Forward of a training batch (two augmented views), classifier on
-    /// both views' detached features.
+    /// both views' detached features; under autocast with fp16/bf16.
     pub fn train_losses(&mut self, v1: &Tensor, v2: &Tensor, labels: &Tensor) -> Result<Metrics> {
+        let _autocast = self.autocast()?;
         let (ssl, h1, h2) = match &mut self.net {
             Net::SimClr(n) => n.train_forward(v1, v2)?,
             Net::Byol(n) => n.train_forward(v1, v2)?,
@@ -168,6 +205,7 @@ impl Model {
     /// kept; the single resized image is both views, as in the reference.
     pub fn eval_losses(&mut self, x: &Tensor, labels: &Tensor) -> Result<Metrics> {
         let _g = tch::no_grad_guard();
+        let _autocast = self.autocast()?;
         let run = |m: &Model| -> Result<Metrics> {
             let (ssl, h) = match &m.net {
                 Net::SimClr(n) => n.eval_forward(x)?,
@@ -183,15 +221,19 @@ impl Model {
 
     fn with_classifier(&self, ssl: Tensor, feats: &Tensor, targets: &Tensor) -> Result<Metrics> {
         let logits = self.classifier.forward(feats)?;
+        let _fp32 = Autocast::suspend(logits.device())?;
+        let logits = full(&logits)?;
         let ce = logits.f_cross_entropy_loss::<Tensor>(targets, None, Reduction::Mean, -100, 0.0)?;
         let acc = topk_percent(&logits.f_detach()?, targets, &[1, 5])?;
         let loss = &ssl + &ce;
         Ok(Metrics { loss, ssl_loss: ssl, linear_loss: ce, top1: acc[0].shallow_clone(), top5: acc[1].shallow_clone() })
     }
 
-    /// Eval-mode backbone features of `x` under the chosen weights.
+    /// Eval-mode backbone features of `x` under the chosen weights (fp32
+    /// whatever the precision).
     pub fn features(&mut self, x: &Tensor, weights: &str) -> Result<Tensor> {
         let _g = tch::no_grad_guard();
+        let _autocast = self.autocast()?;
         let backbone = |m: &Model, target: bool| -> Result<Tensor> {
             match (&m.net, target) {
                 (Net::SimClr(n), false) => n.backbone().forward(x, false),
@@ -200,7 +242,7 @@ impl Model {
                 (Net::SimClr(_), true) => bail!("--weights target needs a BYOL model"),
             }
         };
-        match weights {
+        let f = match weights {
             "online" => backbone(self, false),
             "target" => backbone(self, true),
             "polyak" => match &self.polyak {
@@ -208,22 +250,42 @@ impl Model {
                 None => bail!("--weights polyak needs a run trained with --polyak-ema"),
             },
             other => bail!("unknown --weights {other:?}; choose online, polyak or target"),
-        }
+        }?;
+        full(&f)
     }
 
+    /// Gradients of the loss (times the loss scale with a scaler).
     pub fn backward(&mut self, m: &Metrics) -> Result<()> {
         optim::zero_grad(&mut self.params)?;
-        m.loss.f_backward()?;
+        match &self.scaler {
+            Some(s) => s.scale_loss(&m.loss)?.f_backward()?,
+            None => m.loss.f_backward()?,
+        }
         Ok(())
     }
 
-    /// Value clipping, the optimizer step, then the averages that follow
-    /// the new weights (BYOL's target with decay `tau`, the Polyak EMA).
+    /// With a scaler, gradients unscaled (after DDP's all-reduce, which
+    /// ends with backward, so every replica makes the same decision);
+    /// then value clipping, the optimizer step (LARS's trust ratio sees
+    /// unscaled gradients; a step with inf/NaN gradients is skipped on the
+    /// device), the scale's update, then the averages that follow the
+    /// weights (BYOL's target with decay `tau`, the Polyak EMA), which
+    /// move even after a skipped step, as in a torch loop.
     pub fn update(&mut self, lr: f64, tau: f64) -> Result<()> {
+        let found_inf = match &self.scaler {
+            Some(s) => Some(s.unscale(&self.params)?.shallow_clone()),
+            None => None,
+        };
         if self.cfg.clip > 0.0 {
             optim::clip_grad_value(&self.params, self.cfg.clip)?;
         }
-        self.opt.step(&mut self.params, lr)?;
+        self.opt.step_amp(&mut self.params, lr, found_inf.as_ref())?;
+        if let Some(s) = &mut self.scaler {
+            // A copy of the scale this step used and its skip flag, before
+            // the update changes the scale in place.
+            self.amp_record = Some(Tensor::f_cat(&[&s.scale, &s.found_inf], 0)?.f_to_kind(tch::Kind::Double)?);
+            s.update()?;
+        }
         if let Net::Byol(b) = &self.net {
             b.update_target(&self.vs, tau)?;
         }
@@ -231,6 +293,15 @@ impl Model {
             p.update(&self.params)?;
         }
         Ok(())
+    }
+
+    /// [loss scale used, skipped (1) or not (0)] of the last step, on the
+    /// device, float64; zeros without a scaler or before any step.
+    pub fn amp_record(&self) -> Result<Tensor> {
+        match &self.amp_record {
+            Some(r) => Ok(r.shallow_clone()),
+            None => Ok(Tensor::f_zeros([2], (tch::Kind::Double, self.device()))?),
+        }
     }
 }
 

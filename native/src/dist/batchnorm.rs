@@ -28,7 +28,11 @@ fn channel_shape(x: &Tensor) -> Vec<i64> {
 }
 
 /// SyncBatchNorm's forward (and, through autograd, its backward).
+/// Under autocast the statistics are taken in fp32 and the output has
+/// the input's (reduced) type.
 pub fn synced(bn: &BatchNorm, x: &Tensor, group: &Group) -> Result<Tensor> {
+    let out_kind = x.kind();
+    let x = &crate::amp::full(x)?;
     let c = x.size()[1];
     let dims: Vec<i64> = (0..x.dim() as i64).filter(|&d| d != 1).collect();
     let rows = (x.numel() as i64 / c.max(1)) as f64;
@@ -56,7 +60,7 @@ pub fn synced(bn: &BatchNorm, x: &Tensor, group: &Group) -> Result<Tensor> {
     }
     let shape = channel_shape(x);
     let scale = var.f_add_scalar(BN_EPS)?.f_rsqrt()?.f_mul(&bn.weight)?.f_view(&shape[..])?;
-    Ok(x.f_sub(&mean.f_view(&shape[..])?)?.f_mul(&scale)?.f_add(&bn.bias.f_view(&shape[..])?)?)
+    Ok(x.f_sub(&mean.f_view(&shape[..])?)?.f_mul(&scale)?.f_add(&bn.bias.f_view(&shape[..])?)?.f_to_kind(out_kind)?)
 }
 
 /// Batch statistics per replica, emulated in one process (see the module doc).
