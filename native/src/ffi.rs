@@ -216,15 +216,46 @@ pub unsafe extern "C" fn selfsup_trainer_new(cfg: *const u8, len: usize) -> i64 
 }
 
 /// One training step on batch `batch` (consumed) at learning rate `lr`
-/// and BYOL target decay `tau`; fills `metrics` (METRICS f64s).
+/// and BYOL target decay `tau`; fills `metrics` (METRICS f64s). With a
+/// null `metrics` the step's metrics stay on the device (no host
+/// synchronisation) until `selfsup_trainer_take_metrics`.
 #[no_mangle]
 pub unsafe extern "C" fn selfsup_trainer_train_step(id: i64, batch: i64, lr: f64, tau: f64, metrics: *mut f64) -> i64 {
     guard(|| {
         let t = trainer(id)?;
         let b = take_batch(batch)?;
+        if metrics.is_null() {
+            t.call(move |s| s.train_step_deferred(b, lr, tau))?;
+            return Ok(0);
+        }
         let m = t.call(move |s| s.train_step(b, lr, tau))?;
         write_metrics(&m, metrics)?;
         Ok(0)
+    })
+}
+
+/// The rows of the steps run without a metrics buffer since the last
+/// call, STEP_ROW f64s each (METRICS, loss scale, skipped), into `out`
+/// (room for `cap` rows); returns the number of rows. Too little room is
+/// an error and keeps the rows.
+#[no_mangle]
+pub unsafe extern "C" fn selfsup_trainer_take_metrics(id: i64, out: *mut f64, cap: usize) -> i64 {
+    guard(|| {
+        let rows = trainer(id)?.call(move |s| {
+            let n = s.pending_steps();
+            if n > cap {
+                bail!("{n} deferred steps, room for {cap}");
+            }
+            s.take_rows()
+        })?;
+        if !rows.is_empty() {
+            if out.is_null() {
+                bail!("null metrics buffer");
+            }
+            let flat: Vec<f64> = rows.iter().flatten().copied().collect();
+            std::ptr::copy_nonoverlapping(flat.as_ptr(), out, flat.len());
+        }
+        Ok(rows.len() as i64)
     })
 }
 

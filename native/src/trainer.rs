@@ -26,6 +26,11 @@ pub struct TrainerConfig {
     /// only in summation order (e.g. 1 vs 2 replicas) agree to ~1e-12.
     #[serde(default)]
     pub float64: bool,
+    /// Conv weights and input views laid out channels_last (what cuDNN's
+    /// and oneDNN's fastest convolutions read); default: on, except for
+    /// float64 weights (docs/DESIGN.md has the measurements).
+    #[serde(default)]
+    pub channels_last: Option<bool>,
     #[serde(flatten)]
     pub model: ModelConfig,
 }
@@ -37,6 +42,11 @@ fn default_device() -> String {
 /// Number of f64 slots a step fills: loss, ssl loss, linear loss, top-1,
 /// top-5, samples in the batch.
 pub const METRICS: usize = 6;
+
+/// Number of f64 slots of a deferred step's row: the METRICS, then the
+/// loss scale the step used (0 without a scaler) and whether the scaler
+/// skipped it (1) or not (0).
+pub const STEP_ROW: usize = 8;
 
 /// How many views of a batch are kept for the log's image grids (the
 /// reference shows the first min(64, B) of the last batch of a pass).
@@ -52,6 +62,11 @@ pub struct State {
     shown: [Option<Tensor>; 3],
     /// This process's replica: process group and DDP when there are several.
     pub(crate) replica: crate::dist::Replica,
+    /// Views go to the model channels_last.
+    channels_last: bool,
+    /// Deferred steps' rows on the device (7 values: loss … top-5, loss
+    /// scale, skipped) with their sample counts, until `take_rows`.
+    pending: Vec<(Tensor, usize)>,
 }
 
 fn device_of(name: &str) -> Result<Device> {
@@ -77,6 +92,15 @@ pub fn spawn(cfg: TrainerConfig) -> Result<Owner<State>> {
             tch::set_num_threads(cfg.threads);
         }
         let device = device_of(&cfg.device)?;
+        if cfg.float64 && cfg.model.precision != "fp32" {
+            bail!("float64 weights (tests) and --precision {} exclude each other", cfg.model.precision);
+        }
+        if device.is_cuda() {
+            // cuDNN times its algorithms for each new shape once and keeps
+            // the fastest (torch.backends.cudnn.benchmark = True); a step's
+            // shapes repeat, so only the first steps pay.
+            tch::Cuda::cudnn_set_benchmark(true);
+        }
         // The group first: its rendezvous is what other ranks wait for.
         let mut replica = crate::dist::Replica::start(&cfg.distributed, device)?;
         let mut model = Model::new(cfg.model, device)?;
@@ -86,8 +110,20 @@ pub fn spawn(cfg: TrainerConfig) -> Result<Owner<State>> {
                 p.shadow = p.shadow.iter().map(|s| s.f_to_kind(Kind::Double)).collect::<Result<_, _>>()?;
             }
         }
+        // Measured faster on the CPU as well (docs/DESIGN.md); float64
+        // (tests) has no NHWC kernels to gain from.
+        let channels_last = cfg.channels_last.unwrap_or(!cfg.float64);
+        if channels_last {
+            // Before DDP: its buckets follow the parameters' layout.
+            for (_, var) in model.vs.variables() {
+                crate::amp::make_channels_last(&var)?;
+            }
+            if let Some(p) = model.polyak.as_mut() {
+                p.shadow = p.shadow.iter().map(|s| if s.dim() == 4 { crate::amp::channels_last(s) } else { Ok(s.shallow_clone()) }).collect::<Result<_>>()?;
+            }
+        }
         replica.attach(&model)?;
-        Ok(State { model, features: Default::default(), shown: [None, None, None], replica })
+        Ok(State { model, features: Default::default(), shown: [None, None, None], replica, channels_last, pending: Vec::new() })
     })
 }
 
@@ -100,7 +136,16 @@ impl State {
     pub(crate) fn views(&self, batch: &Batch) -> Result<(Tensor, Tensor)> {
         let (v1, v2) = augment::views_on_device(batch, self.model.device())?;
         let kind = self.model.params.first().map_or(Kind::Float, |p| p.tensor.kind());
-        Ok((v1.f_to_kind(kind)?, v2.f_to_kind(kind)?))
+        Ok((self.layout(v1.f_to_kind(kind)?)?, self.layout(v2.f_to_kind(kind)?)?))
+    }
+
+    /// Images in the layout the model's convolutions want.
+    fn layout(&self, x: Tensor) -> Result<Tensor> {
+        if self.channels_last {
+            crate::amp::channels_last(&x)
+        } else {
+            Ok(x)
+        }
     }
 
     /// One step at learning rate `lr`; `tau` is BYOL's target decay. With
@@ -117,14 +162,59 @@ impl State {
         Ok(out)
     }
 
-    /// Forward, backward (gradients averaged over replicas by DDP), update.
+    /// A training step whose metrics stay on the device until
+    /// `take_rows`: no host synchronisation, so the host can queue the
+    /// next step while the GPU still runs this one.
+    pub fn train_step_deferred(&mut self, batch: Batch, lr: f64, tau: f64) -> Result<()> {
+        let (v1, v2) = self.views(&batch)?;
+        self.shown[0] = Some(shown(&v1)?);
+        self.shown[1] = Some(shown(&v2)?);
+        let labels = labels_to_device(&batch.labels, self.model.device())?;
+        let row = self.step_row(&v1, &v2, &labels, lr, tau).map_err(|e| self.replica.explain(e))?;
+        self.pending.push((row, batch.n * self.replica.world()));
+        Ok(())
+    }
+
+    /// Steps run with deferred metrics and not yet taken.
+    pub fn pending_steps(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// The deferred steps' rows (STEP_ROW values each, in step order), read
+    /// back with one synchronisation; none are kept afterwards.
+    pub fn take_rows(&mut self) -> Result<Vec<[f64; STEP_ROW]>> {
+        if self.pending.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<Tensor> = self.pending.iter().map(|(r, _)| r.shallow_clone()).collect();
+        let host = Vec::<f64>::try_from(&Tensor::f_stack(&rows, 0)?.f_to_device(Device::Cpu)?.f_view([-1])?)?;
+        let out = host
+            .chunks(7)
+            .zip(&self.pending)
+            .map(|(v, (_, n))| [v[0], v[1], v[2], v[3], v[4], *n as f64, v[5], v[6]])
+            .collect();
+        self.pending.clear();
+        Ok(out)
+    }
+
+    /// Forward, backward (gradients averaged over replicas by DDP), update;
+    /// the metrics read back to the host.
     pub(crate) fn replicated_step(&mut self, v1: &Tensor, v2: &Tensor, labels: &Tensor, lr: f64, tau: f64) -> Result<Vec<f64>> {
+        let row = self.step_row(v1, v2, labels, lr, tau)?;
+        let host = Vec::<f64>::try_from(&row.f_to_device(Device::Cpu)?)?;
+        Ok(host[..5].to_vec())
+    }
+
+    /// Forward, backward, update; the step's metrics (averaged over
+    /// replicas), loss scale and skip flag as 7 float64s on the device.
+    fn step_row(&mut self, v1: &Tensor, v2: &Tensor, labels: &Tensor, lr: f64, tau: f64) -> Result<Tensor> {
         self.replica.before_forward()?;
         let m = self.model.train_losses(v1, v2, labels)?;
         self.replica.before_backward(&m.loss)?;
         self.model.backward(&m)?;
         self.model.update(lr, tau)?;
-        self.replica.mean_metrics(&m)
+        let metrics = self.replica.mean_metrics_row(&m)?;
+        Ok(Tensor::f_cat(&[metrics, self.model.amp_record()?], 0)?)
     }
 
     /// Before a pass over the test set: every replica evaluates rank 0's
@@ -141,7 +231,7 @@ impl State {
 
     pub fn eval_step(&mut self, batch: Batch) -> Result<[f64; METRICS]> {
         let dev = self.model.device();
-        let x = augment::images_on_device(&batch, dev)?;
+        let x = self.layout(augment::images_on_device(&batch, dev)?)?;
         self.shown[2] = Some(shown(&x)?);
         let labels = labels_to_device(&batch.labels, dev)?;
         let m = self.model.eval_losses(&x, &labels)?;
@@ -163,7 +253,12 @@ impl State {
 
     /// Every parameter and buffer, by name, to a safetensors file.
     pub fn save_weights(&self, path: &PathBuf) -> Result<()> {
-        self.model.vs.save(path).with_context(|| format!("cannot write {}", path.display()))
+        // Plain contiguous copies: safetensors has no strides (channels_last).
+        let mut vars: Vec<(String, Tensor)> = self.model.vs.variables().into_iter().collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        let _g = tch::no_grad_guard();
+        let vars = vars.into_iter().map(|(n, t)| Ok((n, t.f_detach()?.f_contiguous()?))).collect::<Result<Vec<_>>>()?;
+        Tensor::write_safetensors(&vars, path).with_context(|| format!("cannot write {}", path.display()))
     }
 
     pub fn load_weights(&mut self, path: &PathBuf) -> Result<()> {
@@ -183,7 +278,7 @@ impl State {
             let t = named.iter().find(|(n, _)| n == k).with_context(|| format!("{} has no tensor {k:?}", input.display()))?;
             Ok(t.1.f_to_device(self.model.device())?)
         };
-        let (v1, v2, labels) = (get("view1")?, get("view2")?, get("labels")?.f_to_kind(Kind::Int64)?);
+        let (v1, v2, labels) = (self.layout(get("view1")?)?, self.layout(get("view2")?)?, get("labels")?.f_to_kind(Kind::Int64)?);
         let m = self.model.train_losses(&v1, &v2, &labels)?;
         self.model.backward(&m)?;
         let mut out = vec![

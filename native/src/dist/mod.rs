@@ -24,7 +24,7 @@ use serde::Deserialize;
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 /// How this process takes part in training (TrainerConfig's `distributed`).
 #[derive(Clone, Debug, Deserialize)]
@@ -222,15 +222,16 @@ impl Replica {
 
     /// A step's metrics averaged over replicas (equal batches in training).
     pub fn mean_metrics(&self, m: &Metrics) -> Result<Vec<f64>> {
-        let Some(g) = &self.group else { return m.to_vec() };
-        let parts: Vec<Tensor> = [&m.loss, &m.ssl_loss, &m.linear_loss, &m.top1, &m.top5]
-            .iter()
-            .map(|t| t.f_detach()?.f_to_kind(Kind::Double))
-            .collect::<Result<_, _>>()?;
-        let all = Tensor::f_stack(&parts, 0)?;
-        g.all_reduce(&[&all], ReduceOp::Sum).map_err(|e| self.explain(e))?;
-        let host = all.f_to_device(Device::Cpu)?.f_div_scalar(g.world as f64)?;
-        Ok(Vec::<f64>::try_from(&host)?)
+        Ok(Vec::<f64>::try_from(&self.mean_metrics_row(m)?.f_to_device(Device::Cpu)?)?)
+    }
+
+    /// The same as five float64s left on the device (no host
+    /// synchronisation; the all-reduce is queued on NCCL's stream).
+    pub fn mean_metrics_row(&self, m: &Metrics) -> Result<Tensor> {
+        let row = m.row()?;
+        let Some(g) = &self.group else { return Ok(row) };
+        g.all_reduce(&[&row], ReduceOp::Sum).map_err(|e| self.explain(e))?;
+        Ok(row.f_div_scalar(g.world as f64)?)
     }
 
     /// Host values reduced over replicas (unchanged with one).
