@@ -57,6 +57,7 @@ pub fn collective_error(e: Error, rank: usize, secs: f64) -> Error {
 pub fn is_collective_error(e: &Error) -> bool {
     has(
         &first_line(e),
-        &["gloo", "nccl", "c10d", "connection closed", "connection reset", "timed out", "broken pipe", "dist"],
+        // Gloo also says "Application timeout caused pair closure".
+        &["gloo", "nccl", "c10d", "connection closed", "connection reset", "timed out", "timeout", "broken pipe", "dist"],
     )
 }
