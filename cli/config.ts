@@ -9,6 +9,9 @@ import { runName as referenceRunName } from "./runname.ts";
 import { type Env, LaunchError, type LaunchSource, resolveLaunch } from "./launch.ts";
 
 export type Method = "simclr" | "byol";
+/** The arithmetic of the forward pass: fp32, or autocast to fp16 (with a loss scale) or bf16. */
+export type Precision = "fp32" | "fp16" | "bf16";
+export const PRECISIONS: Precision[] = ["fp32", "fp16", "bf16"];
 
 /** A run's settings after defaults, method and checks. */
 export interface Config {
@@ -66,7 +69,9 @@ export interface Config {
   debugStep: boolean;
   seed: number | null;
   noCuda: boolean;
+  /** The reference's --half: true exactly when precision is fp16. */
   half: boolean;
+  precision: Precision;
   threads: number;
   noResume: boolean;
   checkpointMinutes: number;
@@ -152,6 +157,7 @@ export const DEFAULTS: Settings = {
   seed: null,
   noCuda: false,
   half: false,
+  precision: "fp32",
   threads: 0,
   noResume: false,
   checkpointMinutes: 30,
@@ -244,6 +250,12 @@ export function resolve(given: Partial<Settings>, base: Partial<Settings> = {}, 
     distributedMaster: launch.master,
     distributedPort: launch.port,
   } as Settings;
+  // --half is the reference's spelling of --precision fp16.
+  if (s.half && s.precision !== "fp16") {
+    if ((given.precision ?? base.precision) !== undefined) fail(`--half means --precision fp16; it contradicts --precision ${s.precision}`);
+    s.precision = "fp16";
+  }
+  s.half = s.precision === "fp16";
   validate(s);
   return {
     ...s,
@@ -321,6 +333,7 @@ export function validate(s: Settings): void {
   if (s.seed !== null && (!Number.isInteger(s.seed) || s.seed < 0)) fail(`--seed must be an integer >= 0, got ${s.seed}`);
   if (!Number.isInteger(s.knnMonitor) || s.knnMonitor < 0) fail(`--knn-monitor must be an integer >= 0, got ${s.knnMonitor}`);
   if (!(s.checkpointMinutes >= 0)) fail(`--checkpoint-minutes must be >= 0, got ${s.checkpointMinutes}`);
+  if (!PRECISIONS.includes(s.precision)) fail(`--precision must be fp32, fp16 or bf16, got ${s.precision}`);
 }
 
 /** What this build cannot train yet; checked when training starts, not for --print-config. */
@@ -331,5 +344,4 @@ export function checkTrainable(c: Config): void {
         `\`selfsup launch --nproc ${c.worldSize} train …\`, torchrun or srun (slurm/run.sh), or pass --num-replicas 1`,
     );
   }
-  if (c.half) fail("--half: mixed precision is not available yet");
 }

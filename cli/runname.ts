@@ -67,6 +67,8 @@ const SELFSUP_ARGS: [key: string, only: Method | undefined, omitted: unknown][] 
   ["byolLoss", "byol", "paper"],
   ["blurProb", undefined, [0.5, 0.5]],
   ["solarizeProb", undefined, [0, 0]],
+  // fp16 is named by the reference's `half` (h1), so only bf16 adds `pbf16`.
+  ["precision", undefined, "fp32"],
 ];
 
 /**
@@ -152,6 +154,7 @@ export function runName(config: Readonly<Partial<Config>> | Readonly<Record<stri
       (omitted !== undefined && JSON.stringify(c[key]) === JSON.stringify(omitted))
     ) continue;
     let v = c[key];
+    if (key === "precision" && v === "fp16") continue;
     if (key === "batchSize" && typeof v === "number") v = Math.floor(v / replicas);
     const text = formatValue(v);
     if (text !== null) parts.push(abbreviation(key) + text);

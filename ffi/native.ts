@@ -12,7 +12,7 @@
  * @module
  */
 import { check, native, readText, utf8 } from "./lib.ts";
-import { METRICS } from "./symbols.ts";
+import { METRICS, STEP_ROW } from "./symbols.ts";
 
 /** What the native library reports about itself and libtorch. */
 export interface VersionInfo {
@@ -188,6 +188,14 @@ function metricsOf(m: Float64Array): StepMetrics {
   return { loss: m[0], sslLoss: m[1], linearLoss: m[2], top1: m[3], top5: m[4], samples: m[5] };
 }
 
+/** A deferred step's metrics, with the loss scaler's view of it. */
+export interface StepRow extends StepMetrics {
+  /** The loss scale the step used; 0 without a loss scaler (fp32, bf16). */
+  lossScale: number;
+  /** The scaler skipped the update: the gradients held an inf or NaN. */
+  skipped: boolean;
+}
+
 /** Which weights features come from: the live ones, the Polyak average, or BYOL's target. */
 export type FeatureWeights = "online" | "polyak" | "target";
 
@@ -246,6 +254,15 @@ export interface TrainerConfig {
   polyakEma?: number;
   weightInitialization?: string | null;
   seed?: number;
+  /** fp32; fp16: autocast and a dynamic loss scale; bf16: autocast (default fp32). */
+  precision?: "fp32" | "fp16" | "bf16";
+  /**
+   * The loss scaler's settings (torch.amp.GradScaler's defaults: 65536,
+   * 2, 0.5, 2000). Given with fp32 it scales fp32 gradients (tests).
+   */
+  lossScaler?: { initScale?: number; growthFactor?: number; backoffFactor?: number; growthInterval?: number };
+  /** Conv weights and views channels_last (default: on, except with float64). */
+  channelsLast?: boolean;
 }
 
 /** A model and its optimizer, owned by one native thread. */
@@ -260,6 +277,24 @@ export class Trainer extends Handle {
     const m = new Float64Array(METRICS);
     check(await native().selfsup_trainer_train_step(BigInt(this.id), BigInt(batch.take()), lr, tau, m));
     return metricsOf(m);
+  }
+
+  /**
+   * A training step whose metrics stay on the device (no host
+   * synchronisation), to be read with {@link takeMetrics}.
+   */
+  async trainStepDeferred(batch: Batch, lr: number, tau = 1): Promise<void> {
+    check(await native().selfsup_trainer_train_step(BigInt(this.id), BigInt(batch.take()), lr, tau, null));
+  }
+
+  /** The rows of the (at most `count`) deferred steps since the last call, in step order; one host synchronisation. */
+  async takeMetrics(count: number): Promise<StepRow[]> {
+    const m = new Float64Array(Math.max(1, count) * STEP_ROW);
+    const n = check(await native().selfsup_trainer_take_metrics(BigInt(this.id), m, BigInt(count)));
+    return Array.from({ length: n }, (_, i) => {
+      const r = m.subarray(i * STEP_ROW, (i + 1) * STEP_ROW);
+      return { ...metricsOf(r), lossScale: r[6], skipped: r[7] !== 0 };
+    });
   }
 
   /** Before a test pass, on every rank: rank 0's BatchNorm buffers everywhere (DDP's broadcast). */

@@ -36,12 +36,14 @@ export const symbols = {
   selfsup_free: { parameters: ["i64"], result: "i64" },
   /** (JSON settings, length) → trainer id */
   selfsup_trainer_new: { parameters: ["buffer", "usize"], result: "i64", nonblocking: true },
-  /** (trainer id, batch id (consumed), learning rate, BYOL target decay τ, out Float64Array[6]) → 0 */
+  /** (trainer id, batch id (consumed), learning rate, BYOL target decay τ, out Float64Array[6] or null: kept on the device) → 0 */
   selfsup_trainer_train_step: {
     parameters: ["i64", "i64", "f64", "f64", "buffer"],
     result: "i64",
     nonblocking: true,
   },
+  /** (trainer id, out Float64Array[STEP_ROW × rows], rows of room) → rows: the steps run with a null metrics buffer since the last call */
+  selfsup_trainer_take_metrics: { parameters: ["i64", "buffer", "usize"], result: "i64", nonblocking: true },
   /** (trainer id, batch id (consumed), out Float64Array[6]) → 0 */
   selfsup_trainer_eval_step: { parameters: ["i64", "i64", "buffer"], result: "i64", nonblocking: true },
   /** (trainer id) → 0: before a test pass, rank 0's BatchNorm buffers on every replica (all ranks call it) */
@@ -90,3 +92,5 @@ export const symbols = {
 
 /** Length of the metrics a step fills: loss, ssl loss, linear loss, top-1, top-5, samples. */
 export const METRICS = 6;
+/** Length of a deferred step's row: the METRICS, the loss scale it used (0: no scaler), skipped (1) or not (0). */
+export const STEP_ROW = 8;

@@ -43,6 +43,8 @@ export interface ViewSource {
 
 /** The per-step learning-rate tag (the reference logs the LR per epoch only). */
 export const STEP_LR_TAG = "train_step-learning-rate";
+/** The per-step loss-scale tag: the scale each step of fp16 training used. */
+export const STEP_SCALE_TAG = "train_step-loss-scale";
 
 export class RunLog {
   /** `<logDir>/<name>`, or null on ranks that do not log. */
@@ -92,6 +94,13 @@ export class RunLog {
       this.#stepXs.push(step);
       this.#stepYs.push(lr);
     }
+  }
+
+  /** The loss scale used at global step `step` (fp16 only); not sent to visdom. */
+  lossScale(scale: number, step: number): void {
+    if (!this.#events) return;
+    this.#events.scalar(STEP_SCALE_TAG, scale, step);
+    this.#metrics!.point(STEP_SCALE_TAG, step, scale);
   }
 
   /** The reference's per-epoch scalars (x = epoch); `lr` is the epoch's last learning rate. */

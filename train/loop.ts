@@ -6,8 +6,8 @@
  * @module
  */
 import { join } from "node:path";
-import type { Config } from "../cli/config.ts";
-import { Loader, type LoaderConfig, scanFolder, type StepMetrics, Trainer, version } from "../ffi/native.ts";
+import { type Config, ConfigError } from "../cli/config.ts";
+import { Loader, type LoaderConfig, scanFolder, type StepMetrics, type StepRow, Trainer, version } from "../ffi/native.ts";
 import { byolTau, lrAt, type Schedule, scaledLr } from "./schedule.ts";
 import { type Position, readSidecar, resume, saveCheckpoint, sidecarPath } from "./checkpoint.ts";
 import { BestSaver } from "./saver.ts";
@@ -64,8 +64,34 @@ export function summaryLine(prefix: string, rank: number, epoch: number, samples
   }\tTop-1: ${m.top1.toFixed(4)}\tTop-5: ${m.top5.toFixed(4)}`;
 }
 
+/**
+ * Steps between metric read-backs: each read waits for the GPU to finish
+ * the steps queued so far, so on CUDA the host reads every 16 steps and
+ * the GPU is never idle in between; on the CPU, where a step is done when
+ * its call returns, every step. `SELFSUP_METRICS_EVERY` overrides it
+ * (tests: the logs are the same for any value).
+ */
+export function metricsEvery(cuda: boolean, env: Record<string, string | undefined> = Deno.env.toObject()): number {
+  const v = env.SELFSUP_METRICS_EVERY;
+  if (v === undefined || v === "") return cuda ? 16 : 1;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`SELFSUP_METRICS_EVERY must be a positive integer, got ${v}`);
+  return n;
+}
+
+/** The console line of a pass's loss scaling (fp16): skipped steps and the last scale. */
+export function scalerLine(rank: number, epoch: number, skipped: number, steps: number, scale: number): string {
+  return `amp-${rank}[Epoch ${epoch}]: ${skipped} of ${steps} steps skipped (inf/NaN gradients), loss scale ${scale}`;
+}
+
 /** Trains per `cfg`, printing progress with `log`; returns per-epoch summaries. */
 export async function train(cfg: Config, log: (line: string) => void = console.log): Promise<RunResult> {
+  const cuda = !cfg.noCuda && version().cuda;
+  if (!cuda && cfg.precision === "fp16") {
+    throw new ConfigError(
+      "--precision fp16 (--half) needs a GPU: libtorch's fp16 convolutions on the CPU run over 10 times slower than fp32; use --precision bf16 or fp32",
+    );
+  }
   const trainDir = join(cfg.dataDir, "train");
   const { classes, samples } = scanFolder(trainDir);
   const testInfo = scanFolder(join(cfg.dataDir, "test"));
@@ -90,7 +116,6 @@ export async function train(cfg: Config, log: (line: string) => void = console.l
   using testLoader = await Loader.create({ ...common, split: "test", augment: false });
   const memory = inMemoryLine(cfg.inMemory, { train: trainLoader.report(), test: testLoader.report() });
   if (memory) log(memory);
-  const cuda = !cfg.noCuda && version().cuda;
   using trainer = await Trainer.create({
     method: cfg.method,
     // A replica's GPU: its local rank modulo the GPUs it sees.
@@ -120,6 +145,9 @@ export async function train(cfg: Config, log: (line: string) => void = console.l
     polyakEma: cfg.polyakEma,
     weightInitialization: cfg.weightInitialization,
     seed: cfg.seed ?? 0,
+    precision: cfg.precision,
+    // Tests: GradScaler settings as JSON; with fp32 they turn loss scaling on.
+    lossScaler: JSON.parse(Deno.env.get("SELFSUP_LOSS_SCALER") ?? "null") ?? undefined,
   });
   const steps = cfg.debugStep ? 1 : trainLoader.length;
   const schedule: Schedule = {
@@ -128,7 +156,10 @@ export async function train(cfg: Config, log: (line: string) => void = console.l
     totalSteps: cfg.epochs * steps,
     kind: cfg.lrUpdateSchedule,
   };
-  log(`${cfg.method} | ${cuda ? "cuda" : "cpu"} | ${cfg.arch} | ${steps} steps/epoch | peak lr ${schedule.base.toPrecision(4)}`);
+  log(
+    `${cfg.method} | ${cuda ? "cuda" : "cpu"} | ${cfg.arch} | ${steps} steps/epoch | peak lr ${schedule.base.toPrecision(4)}` +
+      (cfg.precision === "fp32" ? "" : ` | ${cfg.precision}`),
+  );
   if (cfg.worldSize > 1) {
     log(`replica ${cfg.rank} of ${cfg.worldSize} (${cfg.launchedBy}), rendezvous ${cfg.master}:${cfg.port}, ${cfg.batchSizePerReplica} images per step each`);
   }
@@ -177,35 +208,66 @@ export async function train(cfg: Config, log: (line: string) => void = console.l
   // Testing preemption: a real SIGTERM to ourselves after this many steps.
   const selfTerm = Number(Deno.env.get("SELFSUP_SIGTERM_AFTER_STEPS") ?? "0");
   const termRank = Deno.env.has("SELFSUP_SIGTERM_RANK") ? Number(Deno.env.get("SELFSUP_SIGTERM_RANK")) : null;
+  // Steps run whose metrics are still on the device: their step, batch and learning rate.
+  const every = metricsEvery(cuda);
+  let pending: { step: number; batch: number; lr: number }[] = [];
   while (pos.epoch <= cfg.epochs && !stop.requested) {
     const epoch = pos.epoch;
     const t0 = performance.now();
     const trainMeter = new Meter();
     const progress = new Progress(`epoch ${epoch}/${cfg.epochs}`, steps);
+    const amp = { skipped: 0, steps: 0, scale: 0 };
+    // Reads the pending steps' metrics back (one synchronisation) and logs
+    // them step by step, exactly as if each had been read at once.
+    const drain = async () => {
+      if (pending.length === 0) return;
+      const rows: StepRow[] = await trainer.takeMetrics(pending.length);
+      rows.forEach((m, i) => {
+        const at = pending[i];
+        if (!Number.isFinite(m.loss)) throw new Error(`the loss became ${m.loss} at step ${at.step + 1}; lower --lr`);
+        runLog.step(at.lr, at.step);
+        if (m.lossScale > 0) {
+          runLog.lossScale(m.lossScale, at.step);
+          amp.steps++;
+          amp.scale = m.lossScale;
+          if (m.skipped) amp.skipped++;
+        }
+        trainMeter.add(m);
+        progress.update(at.batch + 1, trainMeter.samples, m.loss);
+      });
+      pending = [];
+    };
     trainLoader.startEpoch(epoch - 1, pos.batch);
     let lr = 0;
     while (pos.batch < steps && !stop.requested) {
       const batch = await trainLoader.next();
       if (!batch) break;
       lr = lrAt(schedule, pos.step);
-      runLog.step(lr, pos.step);
       const tau = byolTau(cfg.baseDecay, pos.step, schedule.totalSteps);
-      const m = await trainer.trainStep(batch, lr, tau);
-      if (stop instanceof AgreedStop) await stop.agree();
-      if (!Number.isFinite(m.loss)) throw new Error(`the loss became ${m.loss} at step ${pos.step + 1}; lower --lr`);
+      await trainer.trainStepDeferred(batch, lr, tau);
+      pending.push({ step: pos.step, batch: pos.batch, lr });
       pos.step++;
       pos.batch++;
       if (pos.step === selfTerm && (termRank === null || termRank === cfg.rank)) Deno.kill(Deno.pid, "SIGTERM");
-      trainMeter.add(m);
-      progress.update(pos.batch, trainMeter.samples, m.loss);
+      // Every replica reads back (and agrees on a stop) after the same steps.
+      if (pos.step % every === 0 || pos.batch === steps) {
+        await drain();
+        if (stop instanceof AgreedStop) await stop.agree();
+      }
       if (cfg.checkpointMinutes > 0 && performance.now() - lastSave > cfg.checkpointMinutes * 60_000) {
+        await drain();
         await save("last");
         lastSave = performance.now();
       }
     }
+    await drain();
     progress.done();
     const trainSecs = (performance.now() - t0) / 1000;
     log(summaryLine("train", cfg.rank, epoch, trainMeter.samples, trainSecs, trainMeter.mean()));
+    if (amp.steps > 0) {
+      log(scalerLine(cfg.rank, epoch, amp.skipped, amp.steps, amp.scale));
+      runLog.scalars(epoch, { "train_skipped-steps": amp.skipped, "train_loss-scale": amp.scale });
+    }
     const trainSkips = skippedLine("train", epoch, trainLoader.report());
     if (trainSkips) log(trainSkips);
     if (stop.requested) break;
