@@ -34,20 +34,23 @@ function lastCheckpoint(modelDir: string) {
   return { side: s, tensors: readSafetensors(join(modelDir, s.weights)).tensors };
 }
 
-Deno.test("resume after SIGTERM continues bit-for-bit: weights, BYOL target, optimizer and Polyak state", async () => {
+Deno.test("resume after SIGTERM continues bit-for-bit: weights, BYOL target, optimizer, Polyak and loss-scaler state", async () => {
   using dir = tempDir();
   const data = join(dir.path, "data");
   await writeDemoDataset(data, { trainPerClass: 16, testPerClass: 3 });
-  const straight = await trainRun(data, join(dir.path, "a"));
+  // A loss scaler on fp32 gradients (fp16 needs a GPU), started high
+  // enough that steps overflow and are skipped on both sides of the stop.
+  const scaler = { SELFSUP_LOSS_SCALER: JSON.stringify({ initScale: 2 ** 127, growthInterval: 2 }) };
+  const straight = await trainRun(data, join(dir.path, "a"), scaler);
   assert.equal(straight.code, 0, straight.stderr);
   // 5 steps an epoch: stop in the middle of the first epoch, then resume.
-  const stopped = await trainRun(data, join(dir.path, "b"), { SELFSUP_SIGTERM_AFTER_STEPS: "3" });
+  const stopped = await trainRun(data, join(dir.path, "b"), { ...scaler, SELFSUP_SIGTERM_AFTER_STEPS: "3" });
   assert.equal(stopped.code, 0, stopped.stderr);
   assert.match(stopped.stderr, /SIGTERM: finishing the current step/);
   // The signal is handled while a step is in flight; that step completes.
   const at = stopped.stdout.match(/saved the last checkpoint at epoch 1, batch (\d+)/);
   assert.ok(at && Number(at[1]) >= 3 && Number(at[1]) < 5, stopped.stdout);
-  const resumed = await trainRun(data, join(dir.path, "b"));
+  const resumed = await trainRun(data, join(dir.path, "b"), scaler);
   assert.equal(resumed.code, 0, resumed.stderr);
   assert.match(resumed.stdout, new RegExp(`resumed .* at epoch 1, batch ${at[1]} \\(step ${at[1]}\\)`));
 
@@ -56,10 +59,12 @@ Deno.test("resume after SIGTERM continues bit-for-bit: weights, BYOL target, opt
   assert.equal(a.side.step, 10);
   assert.deepEqual([b.side.epoch, b.side.batch, b.side.step], [a.side.epoch, a.side.batch, a.side.step]);
   assert.deepEqual([...b.tensors.keys()], [...a.tensors.keys()]);
-  for (const prefix of ["model.target.", "optim.", "polyak.", "model.backbone."]) {
+  for (const prefix of ["model.target.", "optim.", "polyak.", "model.backbone.", "amp.scale", "amp.growth_tracker"]) {
     assert.ok([...a.tensors.keys()].some((k) => k.startsWith(prefix)), `checkpoint holds ${prefix}*`);
   }
   for (const [k, t] of a.tensors) assert.deepEqual(b.tensors.get(k)!.data, t.data, `${k} differs after resume`);
+  const skipped = [...straight.stdout.matchAll(/^amp-0\[Epoch \d\]: (\d+) of 5 steps skipped/gm)].map((m) => Number(m[1]));
+  assert.ok(skipped.length === 2 && skipped[0] > 0 && skipped[0] + skipped[1] < 10, straight.stdout);
 });
 
 Deno.test("a writer killed mid-checkpoint leaves the previous checkpoint intact and loadable", async () => {

@@ -22,10 +22,14 @@ export async function runPython(script: string, args: string[]): Promise<string>
   return new TextDecoder().decode(out.stdout);
 }
 
-/** Runs the selfsup CLI as a subprocess (same environment). */
-export async function runCli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+/** Runs the selfsup CLI as a subprocess (same environment, plus `env`). */
+export async function runCli(
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
   const out = await new Deno.Command(Deno.execPath(), {
     args: ["run", "--allow-all", "--quiet", join(import.meta.dirname!, "..", "cli", "main.ts"), ...args],
+    env,
     stdout: "piped",
     stderr: "piped",
   }).output();

@@ -12,9 +12,11 @@ import { python, runPython, tempDir } from "./helpers.ts";
 const TOLERANCE = 1e-5;
 const BEFORE_BN = ["grad.head.0.bias", "grad.head.3.bias"];
 
-for (const tau of [0.1, 0.5]) {
+// Both memory layouts: channels_last (the default) changes the
+// convolutions' summation order, so PyTorch runs the same layout.
+for (const [tau, channelsLast] of [[0.1, true], [0.5, false]] as const) {
   Deno.test({
-    name: `SimCLR loss and gradients match PyTorch (resnet18, tau ${tau})`,
+    name: `SimCLR loss and gradients match PyTorch (resnet18, tau ${tau}, ${channelsLast ? "channels_last" : "contiguous"})`,
     ignore: python === "",
     async fn() {
       using dir = tempDir();
@@ -29,6 +31,7 @@ for (const tau of [0.1, 0.5]) {
         optimizer: "lars_momentum",
         weightDecay: 1e-6,
         seed: 11,
+        channelsLast,
       });
       await trainer.saveWeights(f("weights.safetensors"));
       await runPython("simclr_reference.py", [
@@ -37,6 +40,7 @@ for (const tau of [0.1, 0.5]) {
         f("inputs.safetensors"),
         f("reference.safetensors"),
         String(tau),
+        channelsLast ? "channels_last" : "contiguous",
       ]);
       await trainer.debugGradients(f("inputs.safetensors"), f("native.safetensors"));
       const report = JSON.parse(
