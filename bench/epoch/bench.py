@@ -12,7 +12,8 @@ from the page cache. Both sides train resnet18 with the small stem (or
 --workers loader workers (selfsup: threads; PyTorch: processes), then pass
 over the test split. selfsup is the real command line (cli/main.ts train,
 with TensorBoard logs and checkpoints written to a temporary folder, as
-always); the PyTorch side is torch_epoch.py.
+always); the PyTorch side is torch_epoch.py, channels_last like selfsup's
+step unless --torch-channels-last no (the reference programs' layout).
 
 Reported: the train pass (seconds from the loader's start to the last step,
 as each side prints it) and images per second through it; the test pass;
@@ -66,6 +67,7 @@ def pytorch(a, method, decodes):
            "--batch", str(a.batch), "--size", str(a.size), "--workers", str(a.workers), "--threads", str(a.threads),
            "--epochs", str(a.epochs), "--decodes", str(decodes), "--device", a.device]
     cmd += ["--small-stem"] if a.small_stem == "yes" else []
+    cmd += ["--channels-last"] if a.torch_channels_last == "yes" else []
     return measure.run(cmd, gpu=a.device == "cuda")
 
 
@@ -85,6 +87,8 @@ def main():
     ap.add_argument("--methods", default="simclr,byol")
     ap.add_argument("--decodes", default="2", help="PyTorch variants, comma-separated: 2 = the reference (each view decodes the file), 1 = one decode")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--torch-channels-last", choices=["yes", "no"], default="yes",
+                    help="PyTorch side's layout (default: channels_last, as selfsup's step; the reference programs' is no)")
     ap.add_argument("--repeat", type=int, default=1, help="runs per side, alternating; medians are reported")
     a = ap.parse_args()
     a.size = a.size or a.px
@@ -116,7 +120,8 @@ def main():
             rows.append((method, runs))
     print(f"after: {measure.load()}\n")
     print(f"{a.train} train + {a.test} test JPEGs of {a.px} px, {a.arch}{', small stem' if a.small_stem == 'yes' else ''}, "
-          f"batch {a.batch}, {a.size} px, {a.epochs} epoch(s), {a.threads} threads, {a.workers} workers, {a.device}; "
+          f"batch {a.batch}, {a.size} px, {a.epochs} epoch(s), {a.threads} threads, {a.workers} workers, {a.device}, "
+          f"PyTorch {'channels_last' if a.torch_channels_last == 'yes' else 'contiguous'} (selfsup: channels_last); "
           f"medians of {a.repeat} run(s)\n")
     print("| method | impl | train s | img/s | vs PyTorch reference | test s | process s | process CPU s | peak RSS MB | peak PSS MB |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")

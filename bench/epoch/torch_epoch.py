@@ -3,7 +3,7 @@ training on an ImageFolder, a torchvision DataLoader feeding the step of
 bench/step/torch_step.py, then a pass over the test split.
 
   python bench/epoch/torch_epoch.py <data-dir> --method simclr|byol [--arch resnet18] [--small-stem]
-         [--batch 32] [--size 32] [--workers 2] [--threads 2] [--epochs 1] [--decodes 2]
+         [--batch 32] [--size 32] [--workers 2] [--threads 2] [--epochs 1] [--decodes 2] [--channels-last]
 
 Train transform per view (REFERENCE.md §3.3, with selfsup's blur σ, see
 docs/REFERENCE-DEVIATIONS.md #8): RandomResizedCrop(size) ·
@@ -62,6 +62,7 @@ def main():
     ap.add_argument("--decodes", type=int, choices=[1, 2], default=2)
     ap.add_argument("--head-latent-size", type=int, default=0)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--channels-last", action="store_true", help="conv weights and views channels_last (selfsup's default)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -82,7 +83,8 @@ def main():
     pin = dev.type == "cuda"
     train_loader = DataLoader(train, batch_size=a.batch, shuffle=True, num_workers=a.workers, drop_last=True, pin_memory=pin)
     test_loader = DataLoader(test, batch_size=a.batch, shuffle=False, num_workers=a.workers, pin_memory=pin)
-    model = Model(a).to(dev).train()
+    fmt = torch.channels_last if a.channels_last else torch.contiguous_format
+    model = Model(a).to(dev, memory_format=fmt).train()
     if a.method == "byol":
         model.make_target()
     # A constant learning rate: its value does not change the work of a step.
@@ -93,7 +95,8 @@ def main():
         t0 = time.perf_counter()
         model.train()
         for v1, v2, labels in train_loader:
-            v1, v2, labels = v1.to(dev, non_blocking=True), v2.to(dev, non_blocking=True), labels.to(dev, non_blocking=True)
+            v1, v2 = (v.to(dev, non_blocking=True).contiguous(memory_format=fmt) for v in (v1, v2))
+            labels = labels.to(dev, non_blocking=True)
             loss, ssl, ce, top1, top5 = model.losses(v1, v2, labels)
             opt.inner.zero_grad()
             loss.backward()
@@ -113,7 +116,7 @@ def main():
         model.eval()
         with torch.no_grad():
             for x, labels in test_loader:
-                x, labels = x.to(dev), labels.to(dev)
+                x, labels = x.to(dev).contiguous(memory_format=fmt), labels.to(dev)
                 h = model.backbone(x)
                 if a.method == "simclr":
                     z = model.head(h)

@@ -24,7 +24,6 @@
 import { parseArgs } from "node:util";
 import { Trainer, type TrainerConfig, version } from "../../ffi/native.ts";
 import { check, libraryPath } from "../../ffi/lib.ts";
-import { FLAGS } from "../../cli/flags.ts";
 
 const { values: o } = parseArgs({
   args: Deno.args,
@@ -49,14 +48,6 @@ if (o.method !== "simclr" && o.method !== "byol") {
   Deno.exit(2);
 }
 const method = o.method;
-const knowsPrecision = Object.values(FLAGS).flat().some((f) => (f.key as string) === "precision");
-if (o.precision !== "fp32" && !knowsPrecision) {
-  console.error(
-    `selfsup_step.ts: selfsup has no --precision yet, so --precision ${o.precision} cannot be measured (fp32 only)`,
-  );
-  Deno.exit(3);
-}
-
 /** The bench hooks (native/src/bench.rs); not part of selfsup's own symbols. */
 const hooks = Deno.dlopen(libraryPath(), {
   /** (trainer id, images, px, classes, seed) → 0 */
@@ -77,7 +68,7 @@ const [batch, size, threads] = [Number(o.batch), Number(o.size), Number(o.thread
 const features = ["resnet18", "resnet34"].includes(o.arch) ? 512 : 2048;
 const latent = Number(o["head-latent-size"]) || (method === "simclr" ? 1024 : 4096);
 const info = version(); // libtorch is loaded before anything is timed
-const config: TrainerConfig & Record<string, unknown> = {
+const config: TrainerConfig = {
   method,
   device: o.device as TrainerConfig["device"],
   threads,
@@ -93,10 +84,10 @@ const config: TrainerConfig & Record<string, unknown> = {
   optimizer: "lars_momentum",
   weightDecay: 1e-6,
   seed: 0,
+  precision: o.precision as TrainerConfig["precision"],
+  // Stated either way: selfsup's default is channels_last, PyTorch's is not.
+  channelsLast: o["channels-last"],
 };
-// Passed through as the training settings will name them (the mixed-precision work adds them).
-if (o.precision !== "fp32") config.precision = o.precision;
-if (o["channels-last"]) config.channelsLast = true;
 using trainer = await Trainer.create(config);
 check(
   await hooks.selfsup_trainer_bench_setup(BigInt(trainer.id), batch, size, BigInt(Number(o.classes)), 0n),

@@ -24,7 +24,10 @@ The step is the one native/src/trainer.rs runs after its views are made:
 - the five metrics read back to the host (selfsup returns them every step).
 
 fp16 runs under autocast with a GradScaler (unscaled before LARS, the step
-skipped on overflow), bf16 under autocast alone. A step is timed from its
+skipped on overflow), bf16 under autocast alone; either way the losses run
+in fp32 with autocast suspended, as selfsup's policy (native/src/amp.rs).
+--sgd picks torch.optim.SGD's code path (selfsup uses torch's fused SGD
+kernel); the default is what eager PyTorch code gets. A step is timed from its
 forward to its metrics on the host (which waits for the GPU). Prints one
 JSON line: medians over the steps after the warm-up.
 """
@@ -98,18 +101,24 @@ class Model(nn.Module):
         self.pairs = [(t, o) for t, o in zip(self.target.parameters(), [*self.backbone.parameters(), *self.head.parameters()])]
 
     def losses(self, v1, v2, labels):
+        """Under the caller's autocast; the losses themselves in fp32 with
+        autocast suspended, as selfsup's (native/src/amp.rs)."""
         h1, h2 = self.backbone(v1), self.backbone(v2)
         if self.method == "simclr":
-            ssl = nt_xent(self.head(h1), self.head(h2), 0.1)
+            z1, z2 = self.head(h1), self.head(h2)
         else:
             p1, p2 = self.predictor(self.head(h1)), self.predictor(self.head(h2))
             with torch.no_grad():
                 z1 = self.target["head"](self.target["backbone"](v1))
                 z2 = self.target["head"](self.target["backbone"](v2))
-            ssl = byol_regression(p1, z2, "paper") + byol_regression(p2, z1, "paper")
         logits = self.linear_classifier(torch.cat([h1, h2]).detach())
         targets = torch.cat([labels, labels])
-        ce = F.cross_entropy(logits, targets)
+        with torch.autocast(v1.device.type, enabled=False):
+            if self.method == "simclr":
+                ssl = nt_xent(z1.float(), z2.float(), 0.1)
+            else:
+                ssl = byol_regression(p1.float(), z2.float(), "paper") + byol_regression(p2.float(), z1.float(), "paper")
+            ce = F.cross_entropy(logits.float(), targets)
         top = logits.detach().float().topk(5, 1).indices == targets[:, None]
         top1, top5 = top[:, :1].sum() * 100.0 / len(targets), top.sum() * 100.0 / len(targets)
         return ssl + ce, ssl, ce, top1, top5
@@ -124,12 +133,15 @@ class LARS:
     """tests/python/algorithms_reference.LARS over SGD(momentum=0.9), the
     trust ratio's fallback to 1 taken with torch.where."""
 
-    def __init__(self, model, lr, wd, eta=0.001, eps=0.0):
+    def __init__(self, model, lr, wd, eta=0.001, eps=0.0, impl="default"):
         trainable = [p for n, p in model.named_parameters() if not n.startswith("target.")]
         self.decay = [p for p in trainable if p.dim() > 1]
         no_decay = [p for p in trainable if p.dim() <= 1]
         self.wd, self.eta, self.eps = wd, eta, eps
-        self.inner = torch.optim.SGD([{"params": no_decay}, {"params": self.decay}], lr=lr, momentum=0.9)
+        # impl: torch's default code path (foreach on CUDA, one tensor at a
+        # time on the CPU), or foreach / fused explicitly.
+        kw = {"foreach": impl == "foreach", "fused": impl == "fused"} if impl != "default" else {}
+        self.inner = torch.optim.SGD([{"params": no_decay}, {"params": self.decay}], lr=lr, momentum=0.9, **kw)
 
     @torch.no_grad()
     def adapt(self):
@@ -155,6 +167,8 @@ def main():
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default="fp32")
     ap.add_argument("--channels-last", action="store_true")
+    ap.add_argument("--sgd", choices=["default", "foreach", "fused"], default="default",
+                    help="torch.optim.SGD's code path (default: torch's choice)")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--steps", type=int, default=8)
     a = ap.parse_args()
@@ -169,7 +183,7 @@ def main():
     if a.method == "byol":
         model.make_target()
     lr, wd, tau = 0.3 * a.batch / 256, 1e-6, 0.996
-    opt = LARS(model, lr, wd)
+    opt = LARS(model, lr, wd, impl=a.sgd)
     amp = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[a.precision]
     scaler = torch.amp.GradScaler(dev.type) if a.precision == "fp16" else None
     # Smooth random colour fields in [0, 1] (the views are fixed; their content only has to be image-like).
@@ -218,7 +232,7 @@ def main():
         "threads": torch.get_num_threads(), "steps": a.steps,
         "ms_per_step": ms, "img_per_s": a.batch / (ms / 1e3), "ms_min": 1e3 * min(times), "ms_max": 1e3 * max(times),
         "cpu_s_per_step": cpu / a.steps, "ms_each": [round(1e3 * t, 1) for t in times], "first_loss": first[0], "last_loss": m[0],
-        "foreach": opt.inner.defaults.get("foreach"),
+        "sgd": a.sgd,
         "gpu_max_allocated_mb": torch.cuda.max_memory_allocated(dev) / 2**20 if cuda else None,
     }))
 
