@@ -103,6 +103,16 @@ int selfsup_amp_unscale(at::Tensor* const* grads, size_t n, at::Tensor* found_in
   AMP_CATCH(err, cap)
 }
 
+// optimizer.zero_grad(set_to_none=True), torch's default: the gradients
+// are dropped, so the next backward hands each parameter its fresh
+// gradient instead of adding it to a zeroed one (no memset, no extra
+// read-modify-write pass over every gradient).
+int selfsup_grads_set_none(at::Tensor* const* params, size_t n, char* err, size_t cap) {
+  AMP_TRY
+  for (size_t i = 0; i < n; i++) params[i]->mutable_grad().reset();
+  AMP_CATCH(err, cap)
+}
+
 // LARS (optimizers/lars.py of the reference) on the weight-decay group, in
 // place on the gradients: g += wd·w, then g *= η‖w‖/(‖g‖+ε) where both
 // norms are positive, else 1. The norms are two multi-tensor kernels and

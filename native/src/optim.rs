@@ -25,6 +25,7 @@ use tch::{Device, Kind, Tensor};
 use torch_sys::C_tensor;
 
 extern "C" {
+    fn selfsup_grads_set_none(params: *const *mut C_tensor, n: usize, err: *mut c_char, cap: usize) -> c_int;
     fn selfsup_lars_adapt(weights: *const *mut C_tensor, grads: *const *mut C_tensor, n: usize, wd: f64, eta: f64, eps: f64, err: *mut c_char, cap: usize) -> c_int;
     fn selfsup_fused_sgd(
         params: *const *mut C_tensor,
@@ -351,15 +352,16 @@ fn trust_ratio(w: &Tensor, g: &Tensor, eta: f64, eps: f64) -> Result<Tensor> {
     Ok(ratio.f_where_self(&ok, &ratio.f_ones_like()?)?)
 }
 
+/// `optimizer.zero_grad()` as torch does it by default (set_to_none): the
+/// gradients are dropped rather than zeroed, so backward hands each
+/// parameter its fresh gradient (laid out as the parameter) instead of
+/// adding it to a zeroed one: no memset and no extra pass over every
+/// gradient. DDP's Reducer (no bucket views) and the optimizers take
+/// parameters without a gradient as torch's do.
 pub fn zero_grad(params: &mut [Param]) -> Result<()> {
-    for p in params.iter_mut() {
-        let mut g = p.tensor.grad();
-        if g.defined() {
-            let _ = g.f_detach_()?;
-            let _ = g.f_zero_()?;
-        }
-    }
-    Ok(())
+    let w = handles(params.iter().map(|p| &p.tensor));
+    // SAFETY: the tensors outlive the call.
+    shim(|err, cap| unsafe { selfsup_grads_set_none(w.as_ptr(), w.len(), err, cap) })
 }
 
 /// torch.nn.utils.clip_grad_value_: element-wise clamp to [−clip, clip].
