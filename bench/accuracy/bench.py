@@ -78,11 +78,26 @@ class Job:
 
     def wait(self):
         rc = self.proc.wait()
-        self.seconds = time.time() - self.start
+        if self.seconds is None:
+            self.seconds = time.time() - self.start
         if rc != 0:
             tail = open(self.log).read()[-2000:]
             sys.exit(f"{self.name} failed (exit {rc}); its log {self.log} ends:\n{tail}")
         return self.seconds
+
+
+def finish_in_order(jobs):
+    """Yields (key, job) as each job exits, its wall time taken when it
+    exited (not when a wait on an earlier-started job returned)."""
+    left = list(jobs)
+    while left:
+        for key, j in list(left):
+            if j.proc.poll() is not None:
+                j.seconds = time.time() - j.start
+                j.wait()
+                left.remove((key, j))
+                yield key, j
+        time.sleep(0.5)
 
 
 def done(path):
@@ -152,16 +167,15 @@ def main():
             out = os.path.join(a.out, f"pytorch-{m}")
             jobs.append((f"pytorch-{m}", Job(f"pytorch {m}", [PY, "-u", os.path.join(HERE, "reference.py"), "pretrain", *r_flags, "--out", out], out + ".log")))
         if a.one_at_a_time:
-            for key, j in jobs:
-                results[key] = {"train_seconds": j.wait()}
+            for key, j in finish_in_order(jobs):
+                results[key] = {"train_seconds": j.seconds}
                 save(results_path, results)
             jobs = []
     if not a.no_baselines and "pytorch-supervised" not in results:
         _, r_flags, _ = recipe("supervised", a)
         out = os.path.join(a.out, "pytorch-supervised")
         jobs.append(("pytorch-supervised", Job("pytorch supervised", [PY, "-u", os.path.join(HERE, "reference.py"), "pretrain", *r_flags, "--out", out], out + ".log")))
-    for key, j in jobs:
-        j.wait()
+    for key, j in finish_in_order(jobs):
         results[key] = {"train_seconds": j.seconds}
         print(f"[accuracy] {j.name}: pre-trained in {j.seconds:.0f} s", flush=True)
         save(results_path, results)
