@@ -76,14 +76,17 @@ class Job:
         self.proc = subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT, cwd=ROOT)
         self.seconds = None
 
-    def wait(self):
-        rc = self.proc.wait()
-        if self.seconds is None:
-            self.seconds = time.time() - self.start
+    def finished(self):
+        """True once the process has exited (its wall time then taken);
+        a failed one ends the bench with the tail of its log."""
+        rc = self.proc.poll()
+        if rc is None:
+            return False
+        self.seconds = time.time() - self.start
         if rc != 0:
             tail = open(self.log).read()[-2000:]
             sys.exit(f"{self.name} failed (exit {rc}); its log {self.log} ends:\n{tail}")
-        return self.seconds
+        return True
 
 
 def finish_in_order(jobs):
@@ -92,9 +95,7 @@ def finish_in_order(jobs):
     left = list(jobs)
     while left:
         for key, j in list(left):
-            if j.proc.poll() is not None:
-                j.seconds = time.time() - j.start
-                j.wait()
+            if j.finished():
                 left.remove((key, j))
                 yield key, j
         time.sleep(0.5)
