@@ -23,16 +23,22 @@ Deno.test({
 });
 
 /** `bench.py --print-recipe`: each pre-training's settings and both command lines. */
-async function printRecipe(args: string[]): Promise<Record<string, { settings: Record<string, unknown>; selfsup?: string[]; pytorch: string[] }>> {
+async function printRecipe(
+  args: string[],
+): Promise<Record<string, { settings: Record<string, unknown>; selfsup?: string[]; pytorch: string[] }>> {
   const bench = join(import.meta.dirname!, "..", "bench", "accuracy", "bench.py");
-  const out = await new Deno.Command(python, { args: [bench, "--print-recipe", ...args], stdout: "piped", stderr: "piped" }).output();
+  const out = await new Deno.Command(python, {
+    args: [bench, "--print-recipe", ...args],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
   assert.ok(out.success, new TextDecoder().decode(out.stderr));
   return JSON.parse(new TextDecoder().decode(out.stdout));
 }
 
-/** The setting names (reference.py's flags) as selfsup's resolved config calls them. */
-const SELFSUP_KEY: Record<string, string> = { size: "imageSizeOverride" };
-const camel = (k: string) => SELFSUP_KEY[k] ?? k.replace(/_(.)/g, (_, c: string) => c.toUpperCase());
+/** A setting (reference.py's flag name) as selfsup's flag and resolved config key call it. */
+const selfsupFlag = (k: string) => k === "size" ? "--image-size-override" : `--${k.replaceAll("_", "-")}`;
+const camel = (k: string) => selfsupFlag(k).slice(2).replace(/-(.)/g, (_, c: string) => c.toUpperCase());
 
 for (const preset of ["cpu", "gpu"]) {
   Deno.test({
@@ -47,18 +53,47 @@ for (const preset of ["cpu", "gpu"]) {
         const cli = await runCli(["train", ...selfsup!, "--print-config"]);
         assert.equal(cli.code, 0, cli.stderr);
         const cfg = JSON.parse(cli.stdout);
-        const ref = JSON.parse(await runPython(join("..", "..", "bench", "accuracy", "reference.py"), ["pretrain", ...pytorch, "--print-args"]));
+        const ref = JSON.parse(
+          await runPython(join("..", "..", "bench", "accuracy", "reference.py"), [
+            "pretrain",
+            ...pytorch,
+            "--print-args",
+          ]),
+        );
         for (const [k, v] of Object.entries(settings)) {
+          // Given on both command lines, not left to a default that happens to agree today.
+          assert.ok(
+            pytorch.includes(`--${k.replaceAll("_", "-")}`) || v === false,
+            `${method} ${k}: not on reference.py's command line`,
+          );
+          assert.ok(
+            selfsup!.includes(selfsupFlag(k)) || v === false,
+            `${method} ${k}: not on selfsup's command line`,
+          );
           assert.deepEqual(ref[k], v, `${method} ${k}: reference.py got ${ref[k]}`);
           const want = k === "blur_prob" ? [v, v] : v;
-          assert.deepEqual(cfg[camel(k)], want, `${method} ${k}: selfsup got ${JSON.stringify(cfg[camel(k)])}`);
+          assert.deepEqual(
+            cfg[camel(k)],
+            want,
+            `${method} ${k}: selfsup got ${JSON.stringify(cfg[camel(k)])}`,
+          );
         }
         assert.equal(cfg.representationSize, 8 * (settings.base_width as number));
-        assert.deepEqual([cfg.arch, cfg.optimizer, cfg.lrUpdateSchedule, cfg.solarizeProb], ["resnet18", "momentum", "cosine", [0, 0]]);
+        assert.deepEqual([cfg.arch, cfg.optimizer, cfg.lrUpdateSchedule, cfg.solarizeProb], [
+          "resnet18",
+          "momentum",
+          "cosine",
+          [0, 0],
+        ]);
         assert.deepEqual([cfg.noCuda, ref.device], [device === "cpu", device]);
         if (preset === "gpu") {
           // The GPU recipe of docs/ACCURACY.md: full width, small stem, 32 px, bf16.
-          assert.deepEqual([cfg.baseWidth, cfg.smallStem, cfg.imageSizeOverride, cfg.precision], [64, true, 32, "bf16"]);
+          assert.deepEqual([cfg.baseWidth, cfg.smallStem, cfg.imageSizeOverride, cfg.precision], [
+            64,
+            true,
+            32,
+            "bf16",
+          ]);
         }
       }
     },

@@ -266,20 +266,20 @@ def print_table(a, results, meta):
         s = recipe.settings(a.preset, m, {**overrides(a), **results.get("chosen", {}).get(m, {})})
         how = "chosen on the held-out 10 % of train" if results.get("chosen", {}).get(m) else "the preset's"
         print(f"{m}: " + ", ".join(f"{k} {s[k]}" for k in (grids[m] or {"lr": 0})) + f" ({how})")
-    print(f"{'method':<8}{'selfsup linear':>16}{'selfsup kNN':>13}{'PyTorch linear':>16}{'PyTorch kNN':>13}{'diff':>8}{'selfsup s':>11}{'PyTorch s':>11}{'speed-up':>10}")
+    print(f"{'method':<8}{'selfsup linear':>16}{'selfsup kNN':>13}{'PyTorch linear':>16}{'PyTorch kNN':>13}{'lin. diff':>11}{'selfsup s':>11}{'PyTorch s':>11}{'speed-up':>10}")
     for m in a.methods:
         s, t = results.get(f"selfsup-{m}"), results.get(f"pytorch-{m}")
         both = s and t and "linear_top1" in s and "linear_top1" in t
         diff = f"{s['linear_top1'] - t['linear_top1']:+.2f}" if both else "—"
         speed = f"{t['train_seconds'] / s['train_seconds']:.2f}x" if both else "—"
         print(f"{m:<8}{pct(s, 'linear_top1'):>16}{pct(s, 'knn_top1'):>13}{pct(t, 'linear_top1'):>16}{pct(t, 'knn_top1'):>13}"
-              f"{diff:>8}{secs(s):>11}{secs(t):>11}{speed:>10}")
+              f"{diff:>11}{secs(s):>11}{secs(t):>11}{speed:>10}")
     if a.baselines:
         sup = results["pytorch-supervised"]
         print(f"supervised (PyTorch, same backbone, one view): test top-1 {sup['test_top1']:.2f} % in {sup['train_seconds']:.0f} s")
         print(f"raw pixels: linear {results['raw-pixels']['linear_top1']:.2f} %, kNN {results['raw-pixels']['knn_top1']:.2f} %")
     print(f"load: {meta['load_before'][0]:.2f} before, {meta['load_after_pretraining'][0]:.2f} after pre-training; "
-          f"results in {os.path.relpath(os.path.join(a.out, 'results.json'), ROOT)}")
+          f"results in {os.path.join(a.out, 'results.json')}")
 
 
 def arguments():
