@@ -4,6 +4,7 @@ epoch, selfsup (its metrics.jsonl) beside the PyTorch reference (its
 metrics.jsonl), so the two runs of one recipe can be compared at a glance.
 
   . .cache/env.sh && $SELFSUP_PYTHON bench/accuracy/plot.py [--out-dir .cache/accuracy/5ep] [--png docs/accuracy-fmnist.png]
+  $SELFSUP_PYTHON bench/accuracy/plot.py --out-dir .cache/accuracy/gpu --png docs/accuracy-fmnist-gpu.png
 
 Needs matplotlib (`$SELFSUP_PYTHON -m pip install matplotlib`); the
 benchmark itself does not.
@@ -65,8 +66,9 @@ def main():
         t = reference_curves(os.path.join(a.out_dir, f"pytorch-{m}"))
         for row, (idx, label) in enumerate([(1, "train loss (SSL + online classifier)"), (2, "online classifier test top-1 (%)")]):
             ax = axes[row][col]
-            ax.plot(s[0], s[idx], "o-", label="selfsup")
-            ax.plot(t[0], t[idx], "s--", label="PyTorch reference")
+            marks = len(s[0]) <= 20  # markers only where they stay readable
+            ax.plot(s[0], s[idx], "o-" if marks else "-", label="selfsup")
+            ax.plot(t[0], t[idx], "s--" if marks else "--", label="PyTorch reference")
             ax.set_title(f"{m.upper() if m == 'byol' else 'SimCLR'}: {label}", fontsize=10)
             ax.set_xlabel("epoch")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -75,8 +77,10 @@ def main():
     results = os.path.join(a.out_dir, "results.json")
     if os.path.exists(results):
         meta = json.load(open(results)).get("_meta", {})
-        fig.suptitle(f"Fashion-MNIST, ResNet-18 width {meta.get('base_width', '?')}, {meta.get('epochs', '?')} epochs, "
-                     f"batch {meta.get('batch_size', '?')}, CPU", fontsize=11)
+        epochs = meta.get("epochs", "?")
+        epochs = ", ".join(f"{m} {e}" for m, e in epochs.items()) if isinstance(epochs, dict) else epochs
+        fig.suptitle(f"Fashion-MNIST, ResNet-18 width {meta.get('base_width', '?')}, epochs {epochs}, "
+                     f"batch {meta.get('batch_size', '?')}, {meta.get('precision', 'fp32')}, {meta.get('device_name', 'CPU')}", fontsize=11)
     fig.tight_layout()
     fig.savefig(a.png, dpi=90)
     print(f"wrote {os.path.relpath(a.png, ROOT)}")

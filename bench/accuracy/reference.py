@@ -17,6 +17,11 @@ DataLoader, and one test pass per epoch. `evaluate` then scores the frozen
 backbone the way `selfsup eval linear|knn` does: standardised features and
 a linear classifier (SGD-momentum, cosine, 100 epochs), and a 200-NN
 cosine vote with temperature 0.1.
+
+--device cuda runs it as a PyTorch user would on a GPU: pinned batches
+copied without blocking, cuDNN's autotuner, channels_last, metrics read
+back once an epoch; --precision bf16 wraps the forward pass and losses in
+torch.autocast (weights, optimizer and the EMA update stay fp32).
 """
 import argparse
 import json
@@ -147,8 +152,8 @@ def nt_xent(z1, z2, tau):
     """SimCLR's loss as the reference writes it (REFERENCE.md §2.3), one replica."""
     e1, e2 = F.normalize(z1, dim=1), F.normalize(z2, dim=1)
     b = e1.shape[0]
-    labels = torch.arange(b)
-    mask = torch.eye(b) * 1e9
+    labels = torch.arange(b, device=e1.device)
+    mask = torch.eye(b, device=e1.device) * 1e9
     aa, bb = e1 @ e1.t() / tau - mask, e2 @ e2.t() / tau - mask
     ab, ba = e1 @ e2.t() / tau, e2 @ e1.t() / tau
     la = F.cross_entropy(torch.cat([ab, aa], 1), labels, reduction="none")
@@ -188,8 +193,11 @@ class Net(nn.Module):
     @torch.no_grad()
     def update_target(self, tau):
         for t, o in [(self.target["backbone"], self.backbone), (self.target["head"], self.head)]:
-            for pt, po in zip(t.parameters(), o.parameters()):
-                pt.mul_(tau).add_(po, alpha=1 - tau)
+            # One fused kernel per group instead of two per tensor (the GPU
+            # would otherwise wait on ~250 tiny launches a step).
+            pt, po = list(t.parameters()), list(o.parameters())
+            torch._foreach_mul_(pt, tau)
+            torch._foreach_add_(pt, po, alpha=1 - tau)
 
     def ssl_loss(self, v1, v2, a):
         h1, h2 = self.backbone(v1), self.backbone(v2)
@@ -231,11 +239,37 @@ def topk(logits, y, ks=(1, 5)):
 
 # ---------------------------------------------------------------- pretraining
 
+def device_of(a):
+    """The torch device of --device, with cuDNN's autotuner on a GPU (as
+    torch.backends.cudnn.benchmark in a PyTorch training script)."""
+    if a.device == "cuda":
+        if not torch.cuda.is_available():
+            sys.exit("reference.py: --device cuda, but torch sees no GPU; use --device cpu")
+        torch.backends.cudnn.benchmark = True
+    return torch.device(a.device)
+
+
+def autocast(a):
+    """torch.autocast to bf16 for --precision bf16, else a no-op."""
+    return torch.autocast(a.device, dtype=torch.bfloat16, enabled=a.precision == "bf16")
+
+
+def hits(logits, y):
+    """Top-1 hits as a device tensor, read back once an epoch (a .item()
+    per step would make the host wait for the GPU every step)."""
+    return (logits.argmax(1) == y).sum()
+
+
 def pretrain(a):
     torch.manual_seed(a.seed)
     random.seed(a.seed)
     np.random.seed(a.seed)
     torch.set_num_threads(a.threads)
+    dev = device_of(a)
+    gpu = dev.type == "cuda"
+    # On a GPU, convolutions read channels_last fastest (selfsup lays its
+    # weights and views out so as well); on the CPU the layout is left as it was measured.
+    layout = torch.channels_last if gpu else torch.contiguous_format
     os.makedirs(a.out, exist_ok=True)
     t_load = time.time()
     xtr, ytr, classes = load_split(a.data, "train")
@@ -245,64 +279,72 @@ def pretrain(a):
     train = torch.utils.data.DataLoader(
         Views(xtr, ytr, train_transform(a.size, a.color_jitter_strength, a.blur_prob), views),
         batch_size=a.batch_size, shuffle=True, drop_last=True, num_workers=a.workers,
-        persistent_workers=a.workers > 0)
-    test = torch.utils.data.DataLoader(Views(xte, yte, test_transform(a.size), 1), batch_size=a.batch_size, num_workers=a.workers)
-    net = Net(a, len(classes))
+        persistent_workers=a.workers > 0, pin_memory=gpu)
+    test = torch.utils.data.DataLoader(Views(xte, yte, test_transform(a.size), 1), batch_size=a.batch_size, num_workers=a.workers,
+                                       pin_memory=gpu)
+    net = Net(a, len(classes)).to(dev, memory_format=layout)
     params = net.online_parameters()
     base_lr = a.lr * a.batch_size / 256
     opt = sgd(params, base_lr, a.weight_decay)
     steps_per_epoch = len(train)
+    if steps_per_epoch == 0:
+        sys.exit(f"reference.py: {len(ytr)} train images make no batch of --batch-size {a.batch_size}; lower --batch-size")
     total = a.epochs * steps_per_epoch
     warmup = a.warmup * steps_per_epoch
     log = open(os.path.join(a.out, "metrics.jsonl"), "w")
+    put = lambda x: x.to(dev, non_blocking=True, memory_format=layout) if x.dim() == 4 else x.to(dev, non_blocking=True)
     k = 0
     t0 = time.time()
     for epoch in range(a.epochs):
         net.train()
-        sums, n = [0.0, 0.0], 0
+        loss_sum, hit_sum, seen, n = torch.zeros((), device=dev), torch.zeros((), device=dev), 0, 0
         for batch in train:
+            batch = [put(x) for x in batch]
             labels = batch[-1]
             lr = lr_at(base_lr, warmup, total, k)
             for g in opt.param_groups:
                 g["lr"] = lr
-            if a.method == "supervised":
-                h = net.backbone(batch[0])
-                logits = net.linear_classifier(h)
-                loss = F.cross_entropy(logits, labels)
-                ssl = loss
-            else:
-                ssl, h1, h2 = net.ssl_loss(batch[0], batch[1], a)
-                logits = net.linear_classifier(torch.cat([h1, h2]).detach())
-                labels = torch.cat([labels, labels])
-                loss = ssl + F.cross_entropy(logits, labels)
+            with autocast(a):
+                if a.method == "supervised":
+                    h = net.backbone(batch[0])
+                    logits = net.linear_classifier(h)
+                    loss = F.cross_entropy(logits, labels)
+                else:
+                    ssl, h1, h2 = net.ssl_loss(batch[0], batch[1], a)
+                    logits = net.linear_classifier(torch.cat([h1, h2]).detach())
+                    labels = torch.cat([labels, labels])
+                    loss = ssl + F.cross_entropy(logits, labels)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             if a.method == "byol":
                 net.update_target(byol_tau(a.base_decay, k, total))
             k += 1
-            sums[0] += loss.item()
-            sums[1] += topk(logits.detach(), labels, (1,))[0]
+            loss_sum += loss.detach().float()
+            hit_sum += hits(logits.detach(), labels)
+            seen += len(labels)
             n += 1
             if k % a.log_every == 0:
                 log.write(json.dumps({"split": "train", "epoch": epoch + 1, "step": k, "loss": loss.item(), "lr": lr, "seconds": time.time() - t0}) + "\n")
                 log.flush()
         net.eval()
-        with torch.no_grad():
-            tl, tt, tn = 0.0, 0.0, 0
+        with torch.no_grad(), autocast(a):
+            test_hits, tn = torch.zeros((), device=dev), 0
             for x, y in test:
-                h = net.backbone(x)
-                tt += topk(net.linear_classifier(h), y, (1,))[0] * len(y)
+                x, y = put(x), put(y)
+                test_hits += hits(net.linear_classifier(net.backbone(x)), y)
                 tn += len(y)
-        rec = {"split": "epoch", "epoch": epoch + 1, "step": k, "train_loss": sums[0] / n, "train_top1": sums[1] / n,
-               "test_top1": tt / tn, "seconds": time.time() - t0}
+        rec = {"split": "epoch", "epoch": epoch + 1, "step": k, "train_loss": loss_sum.item() / n, "train_top1": 100.0 * hit_sum.item() / seen,
+               "test_top1": 100.0 * test_hits.item() / tn, "seconds": time.time() - t0}
         log.write(json.dumps(rec) + "\n")
         log.flush()
         print(f"[{a.method}] epoch {epoch + 1}/{a.epochs} | loss {rec['train_loss']:.4f} | online test top-1 {rec['test_top1']:.2f} % | {rec['seconds']:.0f} s", flush=True)
     seconds = time.time() - t0
-    torch.save({"backbone": net.backbone.state_dict(), "base_width": a.base_width, "small_stem": a.small_stem}, os.path.join(a.out, "backbone.pt"))
+    state = {k_: v.to("cpu", memory_format=torch.contiguous_format) for k_, v in net.backbone.state_dict().items()}
+    torch.save({"backbone": state, "base_width": a.base_width, "small_stem": a.small_stem, "size": a.size}, os.path.join(a.out, "backbone.pt"))
     summary = {"method": a.method, "train_seconds": seconds, "load_seconds": t_load, "epochs": a.epochs, "steps": k,
-               "images_per_second": k * a.batch_size / seconds, "online_test_top1": rec["test_top1"]}
+               "images_per_second": k * a.batch_size / seconds, "online_test_top1": rec["test_top1"],
+               "device": torch.cuda.get_device_name(dev) if gpu else "cpu", "precision": a.precision}
     with open(os.path.join(a.out, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
     print(json.dumps(summary))
@@ -319,13 +361,13 @@ def linear_probe(xtr, ytr, xte, yte, classes, epochs=100, lr=0.1, wd=1e-4, batch
     """`selfsup eval linear`'s classifier: standardised features, Linear, SGD-momentum, per-step cosine."""
     xtr, xte = standardise(xtr, xte)
     g = torch.Generator().manual_seed(seed)
-    fc = nn.Linear(xtr.shape[1], classes)
+    fc = nn.Linear(xtr.shape[1], classes).to(xtr.device)
     opt = sgd(list(fc.parameters()), lr, wd)
     n = len(ytr)
     total = epochs * math.ceil(n / batch)
     k = 0
     for _ in range(epochs):
-        order = torch.randperm(n, generator=g)
+        order = torch.randperm(n, generator=g).to(xtr.device)
         for i in range(0, n, batch):
             idx = order[i:i + batch]
             loss = F.cross_entropy(fc(xtr[idx]), ytr[idx])
@@ -346,33 +388,37 @@ def knn(xtr, ytr, xte, yte, classes, k=200, t=0.1):
     for s in range(0, len(yte), 1024):
         q = xte[s:s + 1024]
         sim, idx = (q @ xtr.t()).topk(k, 1)
-        scores = torch.zeros(len(q), classes).scatter_add_(1, ytr[idx], (sim / t).exp())
+        scores = torch.zeros(len(q), classes, device=q.device).scatter_add_(1, ytr[idx], (sim / t).exp())
         for j, v in enumerate(topk(scores, yte[s:s + 1024])):
             hits[j] += v * len(q) / 100
     return [100 * h / len(yte) for h in hits]
 
 
 @torch.no_grad()
-def features(net, images, size, batch=256):
+def features(net, images, size, dev, batch=256):
+    """fp32 features of the test transform's images (as `selfsup eval`)."""
     net.eval()
     tf = test_transform(size)
     out = []
     for i in range(0, len(images), batch):
         x = torch.stack([tf(Image.fromarray(im)) for im in images[i:i + batch]])
-        out.append(net(x))
+        out.append(net(x.to(dev)))
     return torch.cat(out)
 
 
 def evaluate(a):
     torch.set_num_threads(a.threads)
+    dev = device_of(a)
     ck = torch.load(a.checkpoint)
     net = ResNet18(ck["base_width"], ck["small_stem"])
     net.load_state_dict(ck["backbone"])
+    net.to(dev)
+    size = a.size or ck.get("size", 28)
     xtr, ytr, classes = load_split(a.data, "train")
     xte, yte, _ = load_split(a.data, "test")
     t0 = time.time()
-    ftr, fte = features(net, xtr, a.size), features(net, xte, a.size)
-    ytr, yte = torch.from_numpy(ytr), torch.from_numpy(yte)
+    ftr, fte = features(net, xtr, size, dev), features(net, xte, size, dev)
+    ytr, yte = torch.from_numpy(ytr).to(dev), torch.from_numpy(yte).to(dev)
     lin = linear_probe(ftr, ytr, fte, yte, len(classes))
     nn_ = knn(ftr, ytr, fte, yte, len(classes))
     r = {"linear_top1": lin[0], "linear_top5": lin[1], "knn_top1": nn_[0], "knn_top5": nn_[1], "eval_seconds": time.time() - t0}
@@ -384,11 +430,12 @@ def evaluate(a):
 def raw(a):
     """Scale: the same linear classifier and kNN on raw pixels (one grey channel)."""
     torch.set_num_threads(a.threads)
+    dev = device_of(a)
     xtr, ytr, classes = load_split(a.data, "train")
     xte, yte, _ = load_split(a.data, "test")
-    ftr = torch.from_numpy(xtr[..., 0].reshape(len(xtr), -1)).float() / 255
-    fte = torch.from_numpy(xte[..., 0].reshape(len(xte), -1)).float() / 255
-    ytr, yte = torch.from_numpy(ytr), torch.from_numpy(yte)
+    ftr = torch.from_numpy(xtr[..., 0].reshape(len(xtr), -1)).float().to(dev) / 255
+    fte = torch.from_numpy(xte[..., 0].reshape(len(xte), -1)).float().to(dev) / 255
+    ytr, yte = torch.from_numpy(ytr).to(dev), torch.from_numpy(yte).to(dev)
     lin = linear_probe(ftr, ytr, fte, yte, len(classes))
     nn_ = knn(ftr, ytr, fte, yte, len(classes))
     r = {"linear_top1": lin[0], "linear_top5": lin[1], "knn_top1": nn_[0], "knn_top5": nn_[1]}
@@ -423,17 +470,23 @@ def main():
     t.add_argument("--threads", type=int, default=1)
     t.add_argument("--workers", type=int, default=1)
     t.add_argument("--log-every", type=int, default=10)
+    t.add_argument("--print-args", action="store_true", help="print the parsed settings as JSON and exit")
     e = sub.add_parser("evaluate")
     e.add_argument("--checkpoint", required=True)
     e.add_argument("--data", required=True)
     e.add_argument("--out", required=True)
-    e.add_argument("--size", type=int, default=28)
+    e.add_argument("--size", type=int, help="resize size (default: the checkpoint's)")
     e.add_argument("--threads", type=int, default=1)
     r = sub.add_parser("raw")
     r.add_argument("--data", required=True)
     r.add_argument("--out", required=True)
     r.add_argument("--threads", type=int, default=1)
+    for q in (t, e, r):
+        q.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    t.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="bf16: forward and losses under torch.autocast")
     a = p.parse_args()
+    if a.cmd == "pretrain" and a.print_args:
+        return print(json.dumps(vars(a)))
     {"pretrain": pretrain, "evaluate": evaluate, "raw": raw}[a.cmd](a)
 
 
