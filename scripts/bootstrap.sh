@@ -8,7 +8,10 @@
 #   2. the native library, built by cargo when it is missing or older than
 #      native/'s sources (never in a bundle: docs/OFFLINE.md).
 # Once set up it writes nothing: env.sh only when its text changes, cargo
-# only when a source changed, so a read-only install keeps working.
+# only when a source changed, so a read-only install keeps working. Prints
+# the environment file to source: .cache/env.sh, or, where that is stale
+# and cannot be written (a read-only install seen by another user), a
+# private copy in $TMPDIR.
 # Deno itself comes from tools/deno (npm), installed by ./selfsup.
 #
 # Usage: sh scripts/bootstrap.sh [--quiet]
@@ -38,7 +41,7 @@ CONSTRAINTS="$CACHE/pip-constraints.txt"
 # pip into the venv, with setuptools held below 81 (see TEST_TOOLS).
 venv_pip() {
   echo 'setuptools<81' >"$CONSTRAINTS"
-  PIP_CONSTRAINT="$CONSTRAINTS" "$VENV/bin/python" -m pip install --quiet --progress-bar off --disable-pip-version-check "$@"
+  PIP_CONSTRAINT="$CONSTRAINTS" "$VENV/bin/python" -m pip install --quiet --progress-bar off --disable-pip-version-check "$@" >&2
 }
 
 # The torch version of a torch/ folder: a wheel has version.py, a libtorch
@@ -89,7 +92,7 @@ else
         die "this bundle finds no torch $TORCH_VERSION: set LIBTORCH to a torch $TORCH_VERSION folder (the torch/ folder of the wheel), or install torch==$TORCH_VERSION for $sys_python"
       rm -rf "$VENV"
       mkdir -p "$CACHE"
-      "$sys_python" -m venv "$VENV" || die "cannot create a venv with $sys_python (on Debian: apt-get install python3-venv)"
+      "$sys_python" -m venv "$VENV" >&2 || die "cannot create a venv with $sys_python (on Debian: apt-get install python3-venv)"
       venv_pip "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION" safetensors $CUDA_HEADERS $TEST_TOOLS \
         || die "pip could not install torch==$TORCH_VERSION into $VENV"
       touch "$VENV/.complete" "$VENV/.cuda-headers"
@@ -134,12 +137,13 @@ export LD_LIBRARY_PATH="$LIBPATH\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
 EOF
 )
 same_env() { [ -f "$CACHE/env.sh" ] && [ "$(cat "$CACHE/env.sh")" = "$ENV_TEXT" ]; }
+same_torch() { grep -qxF "export LIBTORCH=\"$TORCH_DIR\"" "$CACHE/env.sh" 2>/dev/null; }
 
 # cargo runs only when it may have work: no library yet, another torch
-# (a new env.sh), or a source newer than the library. A cargo that finds
-# nothing to do still takes target/'s lock, i.e. writes.
+# than the last build's (env.sh's), or a source newer than the library. A
+# cargo that finds nothing to do still takes target/'s lock, i.e. writes.
 needs_build() {
-  [ -f "$LIB" ] && same_env || return 0
+  [ -f "$LIB" ] && same_torch || return 0
   n="$ROOT/native"
   [ -n "$(find "$n/src" "$n/shim" "$n/build.rs" "$n/Cargo.toml" "$n/Cargo.lock" -newer "$LIB" -print 2>/dev/null | head -n 1)" ]
 }
@@ -154,13 +158,19 @@ elif needs_build; then
   if [ "$PROFILE" = release ]; then flag=--release; else flag=; fi
   (
     cd "$ROOT/native"
-    LIBTORCH="$TORCH_DIR" LIBTORCH_CXX11_ABI=1 cargo build $flag --quiet --lib
+    LIBTORCH="$TORCH_DIR" LIBTORCH_CXX11_ABI=1 cargo build $flag --quiet --lib >&2
   ) || die "cargo could not build native/ (see the messages above)"
   [ -f "$LIB" ] || die "the build did not produce $LIB"
 fi
 
+ENV_FILE="$CACHE/env.sh"
 if ! same_env; then
-  mkdir -p "$CACHE"
-  printf '%s\n' "$ENV_TEXT" >"$CACHE/env.sh" || die "cannot write $CACHE/env.sh; run ./selfsup once where the install is writable"
+  if ! { mkdir -p "$CACHE" && printf '%s\n' "$ENV_TEXT" >"$ENV_FILE"; } 2>/dev/null; then
+    # Not ours to write: this call's environment goes to a private file.
+    if ! { ENV_FILE=$(mktemp "${TMPDIR:-/tmp}/selfsup-env.XXXXXX") && printf '%s\n' "$ENV_TEXT" >"$ENV_FILE"; }; then
+      die "cannot write $CACHE/env.sh nor a file in ${TMPDIR:-/tmp}"
+    fi
+  fi
 fi
 say "ready: torch $TORCH_VERSION at $TORCH_DIR"
+echo "$ENV_FILE"

@@ -8,6 +8,7 @@
 #
 # Usage: sh scripts/bundle.sh [--no-tests] OUT.tar.xz
 # Run it through ./selfsup bundle, which first makes sure all of it is built.
+# SELFSUP_BUNDLE_XZ_LEVEL: xz's level, 0-9 (default 6; 0 is fast and larger).
 set -eu
 die() { printf 'selfsup bundle: %s\n' "$*" >&2; exit 1; }
 say() { printf '[bundle] %s\n' "$*" >&2; }
@@ -85,6 +86,6 @@ set -- -C "$ROOT" -T "$LIST" -C "$STAGE" .selfsup-bundle
 [ "$tests" = 1 ] && set -- "$@" -T "$STAGE/binaries"
 tar --owner=0 --group=0 --numeric-owner \
   --transform='flags=r;s,^bin/,native/target/release/test-bin/,;s,^,selfsup/,' -cf - "$@" |
-  xz -T0 -6 >"$OUT.tmp" || die "could not write $OUT"
+  xz -T0 "-${SELFSUP_BUNDLE_XZ_LEVEL:-6}" >"$OUT.tmp" || die "could not write $OUT"
 mv "$OUT.tmp" "$OUT"
 say "wrote $OUT ($(du -h "$OUT" | cut -f1)); unpack it anywhere and run ./selfsup there (docs/OFFLINE.md)"
