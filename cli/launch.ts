@@ -276,8 +276,9 @@ export function replicaDevice(
   const shared = cfg.launchedBy === "torchrun" && cfg.localWorldSize > gpus.cudaDevices;
   if (shared) {
     const n = gpus.cudaDevices;
+    const gpuCount = `${n} GPU${n === 1 ? "" : "s"}`;
     throw new LaunchError(
-      `${cfg.localWorldSize} replicas on this machine, ${n} GPU${n === 1 ? "" : "s"}: NCCL needs one GPU per replica; ` +
+      `${cfg.localWorldSize} replicas on this machine, ${gpuCount}: NCCL needs one GPU per replica; ` +
         `start at most ${n} (--nproc, --nproc-per-node) or train them on the CPU with Gloo (--no-cuda)`,
     );
   }

@@ -13,13 +13,16 @@ const ROOT = join(import.meta.dirname!, "..");
 
 /** Runs a script of scripts/ with this terminal; resolves to its exit code. */
 async function script(name: string, args: string[]): Promise<number> {
-  const child = new Deno.Command("sh", { args: [join(ROOT, "scripts", name), ...args], stdin: "inherit" }).spawn();
+  const child = new Deno.Command("sh", { args: [join(ROOT, "scripts", name), ...args], stdin: "inherit" })
+    .spawn();
   return (await child.status).code;
 }
 
 export function registerProjectCommands(prog: Command): void {
   prog.command("test")
-    .description("run the test suites (cargo test in native/, deno test in tests/); ends with 'N passed, N failed, N skipped'")
+    .description(
+      "run the test suites (cargo test in native/, deno test in tests/); ends with 'N passed, N failed, N skipped'",
+    )
     .argument("[filter]", "only the tests whose names contain this text, in both suites")
     .addHelpText(
       "after",
@@ -30,7 +33,9 @@ export function registerProjectCommands(prog: Command): void {
     });
 
   prog.command("bundle")
-    .description("write a relocatable archive (.tar.xz) that runs selfsup where torch 2.11.0 is installed and there is no network")
+    .description(
+      "write a relocatable archive (.tar.xz) that runs selfsup where torch 2.11.0 is installed and there is no network",
+    )
     .argument("<out>", "the archive to write, e.g. selfsup.tar.xz (relative to this directory)")
     .option("--no-tests", "leave out the compiled cargo test binaries")
     .addHelpText(

@@ -10,8 +10,9 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 
 const ROOT = join(import.meta.dirname!, "..");
-const hasXz = new Deno.Command("sh", { args: ["-c", "command -v xz && command -v git"], stdout: "null" }).outputSync()
-  .success;
+const hasXz =
+  new Deno.Command("sh", { args: ["-c", "command -v xz && command -v git"], stdout: "null" }).outputSync()
+    .success;
 
 Deno.test({
   name: "a bundle unpacked elsewhere runs selfsup without network: version and one epoch",

@@ -23,9 +23,26 @@ Deno.test("finding 19.5: relative paths are the caller's, through ./selfsup and 
   // 20 training images in the caller's folder: found, then refused as fewer
   // than one batch (no training needed to show which folder was read).
   await writeDemoDataset(join(tmp.path, "data"), { seed: 1, trainPerClass: 2, testPerClass: 1, size: 16 });
-  const flags = ["--num-replicas", "1", "--data-dir", "data", "--batch-size", "64", "--no-cuda", "--model-dir", "m"];
+  const flags = [
+    "--num-replicas",
+    "1",
+    "--data-dir",
+    "data",
+    "--batch-size",
+    "64",
+    "--no-cuda",
+    "--model-dir",
+    "m",
+  ];
   const viaFront = await run(FRONT, ["train", ...flags], tmp.path);
-  const viaTask = await run(Deno.execPath(), ["task", "--quiet", "--config", join(ROOT, "deno.json"), "train", ...flags], tmp.path);
+  const viaTask = await run(Deno.execPath(), [
+    "task",
+    "--quiet",
+    "--config",
+    join(ROOT, "deno.json"),
+    "train",
+    ...flags,
+  ], tmp.path);
   for (const [how, r] of [["./selfsup", viaFront], ["deno task", viaTask]] as const) {
     assert.equal(r.code, 1, `${how}: ${r.stdout}${r.stderr}`);
     assert.match(r.stderr, /^selfsup: data\/train has 20 images, fewer than one batch of 64/m, how);
@@ -83,7 +100,13 @@ Deno.test({
     Deno.chmodSync(home.path, 0o777);
     // As "nobody", for whom the install (owned by root) is read-only.
     const r = await run("setpriv", [
-      "--reuid=65534", "--regid=65534", "--clear-groups", "env", `HOME=${home.path}`, FRONT, "version",
+      "--reuid=65534",
+      "--regid=65534",
+      "--clear-groups",
+      "env",
+      `HOME=${home.path}`,
+      FRONT,
+      "version",
     ], home.path);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /"libtorch":"2\.11\.0"/);
@@ -95,7 +118,9 @@ Deno.test("./selfsup --help lists test, demo and bundle; test --help answers wit
   using tmp = tempDir("selfsup-help-");
   const top = await run(FRONT, ["--help"], tmp.path);
   assert.equal(top.code, 0, top.stderr);
-  for (const cmd of ["train", "demo", "test", "bundle", "launch"]) assert.match(top.stdout, new RegExp(`^  ${cmd}\\b`, "m"), cmd);
+  for (const cmd of ["train", "demo", "test", "bundle", "launch"]) {
+    assert.match(top.stdout, new RegExp(`^  ${cmd}\\b`, "m"), cmd);
+  }
   const help = await run(FRONT, ["test", "--help"], tmp.path);
   assert.equal(help.code, 0, help.stderr);
   assert.match(help.stdout, /^Usage: selfsup test \[options\] \[filter\]/);
