@@ -216,7 +216,18 @@ fn listening_on(port: u16) -> Vec<String> {
 #[test]
 fn finding_19_9_the_store_of_one_machine_listens_on_loopback_alone() {
     let port = free_port();
-    let serving = std::thread::spawn(move || Group::join(&rendezvous(port, 0, 2, 60.0), Device::Cpu).map(|_| ()));
+    // Both ranks keep their group until both have joined: one that went
+    // away early would close the other's connections while they form.
+    let both = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let rank = |r: usize| {
+        let both = both.clone();
+        move || {
+            let g = Group::join(&rendezvous(port, r, 2, 60.0), Device::Cpu);
+            both.wait();
+            g.map(|_| ())
+        }
+    };
+    let serving = std::thread::spawn(rank(0));
     let start = Instant::now();
     let mut seen = listening_on(port);
     while seen.is_empty() && start.elapsed() < Duration::from_secs(30) {
@@ -224,7 +235,7 @@ fn finding_19_9_the_store_of_one_machine_listens_on_loopback_alone() {
         seen = listening_on(port);
     }
     // Rank 1 completes the group, so that rank 0 returns.
-    let joined = std::thread::spawn(move || Group::join(&rendezvous(port, 1, 2, 60.0), Device::Cpu).map(|_| ()));
+    let joined = std::thread::spawn(rank(1));
     serving.join().unwrap().unwrap();
     joined.join().unwrap().unwrap();
     // 0100007F is 127.0.0.1 as /proc writes it (little-endian hex).
