@@ -40,7 +40,7 @@ SELF="$ROOT/scripts/gpu-check.sh"
 # --- the parts (run as separate processes, environment set up by main) ---
 
 result() { printf '%s\n' "$*" >"$L/$PART.result"; }
-skip() { result "skipped: $*"; echo "skipped: $*"; exit 3; }
+skip() { result "$*"; echo "skipped: $*"; exit 3; }
 
 part_versions() {
   v=$(./selfsup version) || return 1
