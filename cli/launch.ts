@@ -246,6 +246,45 @@ export function threadsPerReplica(
   return launch.localWorldSize > 1 ? Math.max(1, Math.floor(cores / launch.localWorldSize)) : 0;
 }
 
+/** What the native library reports about the GPUs this process sees. */
+export interface Gpus {
+  cuda: boolean;
+  cudaDevices: number;
+}
+
+/**
+ * This replica's device: the CPU with `--no-cuda` or without a GPU, the
+ * GPU for a single replica, else its local rank's GPU modulo the GPUs it
+ * sees (so one GPU per task through `CUDA_VISIBLE_DEVICES`, as SLURM's
+ * `--gpus-per-task` sets it, works too).
+ *
+ * Replicas started together with one environment (`selfsup launch`,
+ * torchrun) that outnumber the GPUs would put two on one GPU, which NCCL
+ * refuses with an obscure "invalid usage". That is a one-line error here,
+ * before any rendezvous. Falling back to Gloo on the CPU instead would turn
+ * a GPU run into a CPU run many times slower, which a warning hides too
+ * easily; `--no-cuda` asks for it explicitly. Where selfsup cannot tell
+ * (SLURM, ranks started by hand), NCCL's refusal is explained the same way
+ * (native/src/dist/faults.rs).
+ */
+export function replicaDevice(
+  cfg: Pick<Launch, "worldSize" | "localRank" | "localWorldSize" | "launchedBy"> & { noCuda: boolean },
+  gpus: Gpus,
+): "cpu" | "cuda" | `cuda:${number}` {
+  if (cfg.noCuda || !gpus.cuda || gpus.cudaDevices < 1) return "cpu";
+  if (cfg.worldSize === 1) return "cuda";
+  const shared = cfg.launchedBy === "torchrun" && cfg.localWorldSize > gpus.cudaDevices;
+  if (shared) {
+    const n = gpus.cudaDevices;
+    const gpuCount = `${n} GPU${n === 1 ? "" : "s"}`;
+    throw new LaunchError(
+      `${cfg.localWorldSize} replicas on this machine, ${gpuCount}: NCCL needs one GPU per replica; ` +
+        `start at most ${n} (--nproc, --nproc-per-node) or train them on the CPU with Gloo (--no-cuda)`,
+    );
+  }
+  return `cuda:${cfg.localRank % gpus.cudaDevices}`;
+}
+
 /** How to start this same CLI again: the compiled binary itself, or Deno running cli/main.ts. */
 export function selfCommand(): string[] {
   // `deno compile` binaries run their modules from a virtual deno-compile-* folder.

@@ -10,6 +10,7 @@ import { addTrainingFlags, givenSettings, int } from "./flags.ts";
 import { launchLocal, LaunchError } from "./launch.ts";
 import { registerEvalCommands } from "./evaluate.ts";
 import { registerDataCommands } from "./data.ts";
+import { registerProjectCommands } from "./project.ts";
 import { train } from "../train/loop.ts";
 import { version, writeDemoDataset } from "../ffi/native.ts";
 import { NativeError } from "../ffi/lib.ts";
@@ -86,8 +87,14 @@ export function program(): Command {
     .description("run N replicas of a selfsup command on this machine (one per GPU, or CPU), as torchrun does")
     .usage("--nproc <n> [--master-port <port>] [train|demo] [flags...]")
     .requiredOption("--nproc <n>", "number of replicas (processes)", int("--nproc"))
-    .option("--master-port <port>", "rendezvous port on 127.0.0.1 (default: a free one)", int("--master-port"))
+    .option("--master-port <port>", "rendezvous port (default: a free one)", int("--master-port"))
     .argument("[command...]", "the selfsup command and its flags (default: train)")
+    .addHelpText(
+      "after",
+      "\nThe replicas meet at rank 0's rendezvous store on 127.0.0.1, which listens on loopback only: nothing\n" +
+        "outside this machine can reach it. Across machines (--distributed-master, torchrun, SLURM) the store\n" +
+        "has no authentication, as torchrun's; how to keep it on a trusted network: docs/DISTRIBUTED.md.",
+    )
     .allowUnknownOption()
     .passThroughOptions()
     .action(async (command: string[], o: { nproc: number; masterPort?: number }) => {
@@ -100,6 +107,8 @@ export function program(): Command {
   prog.command("version").description("versions of selfsup, libtorch and CUDA").action(() => {
     console.log(JSON.stringify(version()));
   });
+
+  registerProjectCommands(prog);
   return prog;
 }
 

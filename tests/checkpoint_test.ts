@@ -12,7 +12,7 @@ import { python, runCli, runPython, tempDir } from "./helpers.ts";
 const base = [
   "train", "--method", "byol", "--num-replicas", "1", "--arch", "resnet18", "--representation-size", "512",
   "--head-latent-size", "64", "--projection-size", "32", "--image-size-override", "32", "--batch-size", "32",
-  "--epochs", "2", "--warmup", "1", "--seed", "3", "--polyak-ema", "0.9", "--uid", "resume",
+  "--epochs", "2", "--warmup", "1", "--seed", "3", "--polyak-ema", "0.9", "--uid", "resume", "--no-cuda",
 ];
 
 async function trainRun(data: string, dir: string, env: Record<string, string> = {}) {
@@ -88,7 +88,7 @@ Deno.test("a writer killed mid-checkpoint leaves the previous checkpoint intact 
     const named = readSidecar(join(dir.path, sides[0]))!;
     assert.ok(named.step >= 3, "it names a checkpoint saved before the kill");
     using trainer = await Trainer.create({
-      arch: "resnet18", representationSize: 512, headLatentSize: 64, nceSize: 128, nceTemperature: 0.1,
+      device: "cpu", arch: "resnet18", representationSize: 512, headLatentSize: 64, nceSize: 128, nceTemperature: 0.1,
       numClasses: 3, optimizer: "lars_momentum", weightDecay: 1e-6,
     });
     await trainer.loadCheckpoint(join(dir.path, named.weights));
@@ -98,7 +98,7 @@ Deno.test("a writer killed mid-checkpoint leaves the previous checkpoint intact 
 Deno.test("a truncated or foreign checkpoint is a one-line error", async () => {
   using dir = tempDir();
   using trainer = await Trainer.create({
-    arch: "resnet18", representationSize: 512, headLatentSize: 64, nceSize: 128, nceTemperature: 0.1,
+    device: "cpu", arch: "resnet18", representationSize: 512, headLatentSize: 64, nceSize: 128, nceTemperature: 0.1,
     numClasses: 3, optimizer: "lars_momentum", weightDecay: 1e-6,
   });
   const good = join(dir.path, "good.safetensors");
@@ -125,7 +125,7 @@ Deno.test({
     const r = await runCli([
       "train", "--num-replicas", "1", "-a", "resnet18", "--representation-size", "512", "--head-latent-size", "32",
       "--image-size-override", "32", "--batch-size", "16", "--epochs", "2", "--warmup", "1", "--data-dir", data,
-      "--model-dir", models, "--log-dir", join(dir.path, "runs"),
+      "--model-dir", models, "--log-dir", join(dir.path, "runs"), "--no-cuda",
     ]);
     assert.equal(r.code, 0, r.stderr);
     const side = [...Deno.readDirSync(models)].find((e) => e.name.endsWith(".last.json"))!.name;
@@ -137,7 +137,7 @@ Deno.test({
     const x = new Float32Array(2 * 3 * 32 * 32).map((_, i) => (i * 7919 % 1000) / 1000);
     writeSafetensors(images, [["images", tensorOf([2, 3, 32, 32], x)]]);
     using trainer = await Trainer.create({
-      arch: "resnet18", representationSize: 512, headLatentSize: 32, nceSize: 128, nceTemperature: 0.1,
+      device: "cpu", arch: "resnet18", representationSize: 512, headLatentSize: 32, nceSize: 128, nceTemperature: 0.1,
       numClasses: 10, optimizer: "lars_momentum", weightDecay: 1e-6,
     });
     await trainer.loadCheckpoint(join(models, readSidecar(join(models, side))!.weights));

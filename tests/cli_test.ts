@@ -38,6 +38,7 @@ for (const [method, name] of [["simclr", /^_tmaimfolder_bs32_e2_iso32_ar18_rs512
       "--epochs", "2",
       "--warmup", "1",
       "--seed", "1",
+      "--no-cuda",
     ]);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /train-0\[Epoch 2\]\[160 samples\]/);
@@ -53,7 +54,7 @@ for (const [method, name] of [["simclr", /^_tmaimfolder_bs32_e2_iso32_ar18_rs512
     if (method === "simclr") {
       const last = join(dir.path, "models", saved.find((f) => f.endsWith("last.json"))!);
       for (const kind of ["knn", "linear"]) {
-        const e = await runCli(["eval", kind, "--checkpoint", last, "--data-dir", data, ...(kind === "linear" ? ["--epochs", "5"] : [])]);
+        const e = await runCli(["eval", kind, "--checkpoint", last, "--data-dir", data, "--no-cuda", ...(kind === "linear" ? ["--epochs", "5"] : [])]);
         assert.equal(e.code, 0, e.stderr);
         const top1 = Number(e.stdout.match(new RegExp(`${kind} evaluation \\(online weights, resnet18\\): top-1 ([\\d.]+) %`))![1]);
         assert.ok(top1 >= 0 && top1 <= 100);

@@ -38,6 +38,7 @@ Deno.test("unreadable images are skipped, counted and named in the loader's repo
   const data = join(dir.path, "data");
   const [zero, cut, junk] = await brokenDataSet(data);
   using trainer = await Trainer.create({
+    device: "cpu",
     arch: "resnet18",
     representationSize: 512,
     headLatentSize: 32,
@@ -116,7 +117,7 @@ Deno.test("a bad loader setting is a one-line NativeError naming the flag", asyn
 /** Common flags of a tiny CLI run. */
 function cliRun(data: string, models: string, extra: string[] = []): string[] {
   const tiny = "--num-replicas 1 --arch resnet18 --representation-size 512 --head-latent-size 32 " +
-    "--image-size-override 32 --batch-size 16 --epochs 1 --warmup 0 --seed 2";
+    "--image-size-override 32 --batch-size 16 --epochs 1 --warmup 0 --seed 2 --no-cuda";
   return [
     "train",
     "--data-dir",

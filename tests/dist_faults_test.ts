@@ -14,13 +14,13 @@ const MAIN = join(import.meta.dirname!, "..", "cli", "main.ts");
 const TIMEOUT_S = 8;
 
 /** A small run that lasts long enough to be interrupted. */
-function trainArgs(dir: string, epochs = 50): string[] {
+function trainArgs(dir: string, epochs = 50, timeout = TIMEOUT_S): string[] {
   // deno-fmt-ignore
   return [
     "train", "--data-dir", join(dir, "data"), "--model-dir", join(dir, "models"), "--log-dir", join(dir, "runs"),
     "-a", "resnet18", "--representation-size", "512", "--head-latent-size", "16", "--nce-size", "8", "--small-stem",
     "--image-size-override", "8", "--batch-size", "4", "--epochs", String(epochs), "--warmup", "0", "--optimizer", "momentum",
-    "--lr", "0.01", "--workers-per-replica", "1", "--threads", "1", "--distributed-timeout", String(TIMEOUT_S), "--no-cuda",
+    "--lr", "0.01", "--workers-per-replica", "1", "--threads", "1", "--distributed-timeout", String(timeout), "--no-cuda",
   ];
 }
 
@@ -94,8 +94,8 @@ for (const [how, signal] of [["killed", "SIGKILL"], ["stopped (hung)", "SIGSTOP"
     await r1.status;
     const [stderr] = await Promise.all([err0.done, out0.done, out1.done, err1.done]);
     assert.notEqual(status.code, 0, "rank 0 must fail");
-    // The timeout bounds each collective; allow for process start-up and exit.
-    assert.ok(secs < 3 * TIMEOUT_S, `rank 0 took ${secs.toFixed(1)} s to give up`);
+    // The timeout bounds each collective; allow for process exit on a busy machine.
+    assert.ok(secs < 5 * TIMEOUT_S, `rank 0 took ${secs.toFixed(1)} s to give up`);
     const line = lastLine(stderr);
     assert.match(line, /^selfsup: rank 0: another rank (stopped or was killed|did not take part)/, stderr);
     assert.ok(!/frame #|Exception raised/.test(stderr), `no C++ backtrace: ${stderr}`);
@@ -119,7 +119,10 @@ Deno.test("a port already in use is a one-line error", async () => {
 
 Deno.test("a failing replica under selfsup launch is a one-line error, without waiting for a rendezvous", async () => {
   using tmp = tempDir("selfsup-dist-launch-");
-  const args = trainArgs(tmp.path, 1); // no data written: every replica fails
+  // No data written: every replica fails before it joins. A rendezvous would
+  // wait the whole timeout, far longer than two start-ups on a busy machine.
+  const timeout = 120;
+  const args = trainArgs(tmp.path, 1, timeout);
   const t0 = performance.now();
   const out = await new Deno.Command(Deno.execPath(), {
     args: ["run", "--allow-all", "--quiet", MAIN, "launch", "--nproc", "2", ...args],
@@ -128,7 +131,7 @@ Deno.test("a failing replica under selfsup launch is a one-line error, without w
   }).output();
   const stderr = new TextDecoder().decode(out.stderr);
   assert.equal(out.code, 1, stderr);
-  assert.ok((performance.now() - t0) / 1000 < TIMEOUT_S, "no wait for a rendezvous");
+  assert.ok((performance.now() - t0) / 1000 < timeout, "no wait for a rendezvous");
   assert.match(stderr, /^selfsup: no such folder: .*data\/train$/m);
   assert.match(stderr, /^\[rank 1\] selfsup: no such folder/m);
 });

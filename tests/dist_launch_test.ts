@@ -10,6 +10,7 @@ import {
   expandNodelist,
   launchLocal,
   type NodeLookup,
+  replicaDevice,
   resolveLaunch,
   slurmPort,
   threadsPerReplica,
@@ -216,12 +217,35 @@ Deno.test("CPU threads per replica: SLURM's --cpus-per-task, else the cores shar
   assert.equal(threadsPerReplica({ localWorldSize: 1 }, {}, 8), 0);
 });
 
+Deno.test("two replicas on one GPU: a one-line error before any rendezvous, naming --nproc and --no-cuda", () => {
+  const torchrun = { worldSize: 2, localRank: 1, localWorldSize: 2, launchedBy: "torchrun" as const, noCuda: false };
+  const oneGpu = { cuda: true, cudaDevices: 1 };
+  assert.throws(
+    () => replicaDevice(torchrun, oneGpu),
+    /^LaunchError: 2 replicas on this machine, 1 GPU: NCCL needs one GPU per replica; start at most 1 \(--nproc, --nproc-per-node\) or train them on the CPU with Gloo \(--no-cuda\)$/,
+  );
+  // --no-cuda, or no GPU at all: Gloo on the CPU.
+  assert.equal(replicaDevice({ ...torchrun, noCuda: true }, oneGpu), "cpu");
+  assert.equal(replicaDevice(torchrun, { cuda: false, cudaDevices: 0 }), "cpu");
+  // As many GPUs as replicas: one each, by local rank.
+  assert.equal(replicaDevice(torchrun, { cuda: true, cudaDevices: 2 }), "cuda:1");
+  assert.equal(replicaDevice({ ...torchrun, localRank: 3, localWorldSize: 4 }, { cuda: true, cudaDevices: 8 }), "cuda:3");
+  // One replica takes the GPU libtorch picks.
+  assert.equal(replicaDevice({ ...torchrun, worldSize: 1, localWorldSize: 1, localRank: 0 }, oneGpu), "cuda");
+  // SLURM may give each task its own GPU (CUDA_VISIBLE_DEVICES): each sees one, at index 0.
+  assert.equal(replicaDevice({ ...torchrun, launchedBy: "slurm", localRank: 5, localWorldSize: 8 }, oneGpu), "cuda:0");
+});
+
 Deno.test("launchLocal gives each replica its rank, and stops the others when one fails", async () => {
   using tmp = tempDir("selfsup-launch-");
-  // Rank 1 fails at once; the others would sleep for a minute. `exec`: the
-  // signal must reach the sleep itself, or an orphaned sleep keeps the
-  // relayed pipes open (selfsup's own ranks have no such grandchildren).
-  const script = `env > "${tmp.path}/env.$RANK"; [ "$RANK" = 1 ] && exit 3; exec sleep 60`;
+  // Rank 1 fails once every rank has written its environment (the others
+  // would sleep for a minute): failing at once could stop a rank that had
+  // not yet written it, on a busy machine. Each file appears whole (mv).
+  // `exec`: the signal must reach the sleep itself, or an orphaned sleep
+  // keeps the relayed pipes open (selfsup's own ranks have no such grandchildren).
+  const script = `env > "${tmp.path}/tmp.$RANK" && mv "${tmp.path}/tmp.$RANK" "${tmp.path}/env.$RANK"; ` +
+    `if [ "$RANK" = 1 ]; then n=0; while [ $n -lt 600 ] && { [ ! -f "${tmp.path}/env.0" ] || [ ! -f "${tmp.path}/env.2" ]; }; do sleep 0.05; n=$((n + 1)); done; exit 3; fi; ` +
+    `exec sleep 60`;
   const t0 = performance.now();
   const lines: string[] = [];
   const code = await launchLocal(3, ["-c", script], {
@@ -231,7 +255,8 @@ Deno.test("launchLocal gives each replica its rank, and stops the others when on
     log: (l) => lines.push(l),
   });
   assert.equal(code, 3);
-  assert.ok(performance.now() - t0 < 20_000, "the sleeping ranks were stopped");
+  // The others would sleep 60 s; stopped, they end within the grace period (a wide bound on a busy machine).
+  assert.ok(performance.now() - t0 < 45_000, "the sleeping ranks were stopped");
   assert.match(lines.join("\n"), /rank 1 exited with code 3; stopping the other ranks/);
   for (const r of [0, 1, 2]) {
     const env = Deno.readTextFileSync(join(tmp.path, `env.${r}`));

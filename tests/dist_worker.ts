@@ -32,6 +32,8 @@ using loader = await Loader.create({
 });
 using trainer = await Trainer.create({
   method: spec.method,
+  // Gloo on the CPU: several replicas in one test cannot share one GPU.
+  device: "cpu",
   threads: spec.threads ?? 1,
   arch: "resnet18",
   smallStem: true,

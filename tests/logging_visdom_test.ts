@@ -106,7 +106,8 @@ Deno.test("an unreachable visdom server is reported once and never blocks loggin
     log.step(0.1, e);
     log.epoch(e, METRICS(1), METRICS(1), 0.1);
   }
-  assert.ok(performance.now() - t0 < 2000, "logging does not wait for the server");
+  // Refused posts cost milliseconds; a generous bound for a busy machine.
+  assert.ok(performance.now() - t0 < 5000, "logging does not wait for the server");
   await log.close();
   assert.equal(warnings.length, 1, warnings.join("\n"));
   assert.match(warnings[0], new RegExp(`visdom: cannot post to http://127\\.0\\.0\\.1:${port}`));

@@ -22,6 +22,7 @@ for (const [tau, channelsLast] of [[0.1, true], [0.5, false]] as const) {
       using dir = tempDir();
       const f = (n: string) => join(dir.path, n);
       using trainer = await Trainer.create({
+        device: "cpu",
         arch: "resnet18",
         representationSize: 512,
         headLatentSize: 128,

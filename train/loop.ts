@@ -15,7 +15,7 @@ import { AgreedStop, requeueUnderSlurm, StopFlag } from "./signals.ts";
 import { Progress } from "./progress.ts";
 import { RunLog } from "./logging.ts";
 import { inMemoryLine, skippedLine, validSamples } from "../cli/data.ts";
-import { threadsPerReplica } from "../cli/launch.ts";
+import { replicaDevice, threadsPerReplica } from "../cli/launch.ts";
 
 /** Means of a pass: loss, SSL loss, classifier loss, top-1 and top-5 (%). */
 export type PassMetrics = Omit<StepMetrics, "samples">;
@@ -87,6 +87,7 @@ export function scalerLine(rank: number, epoch: number, skipped: number, steps: 
 /** Trains per `cfg`, printing progress with `log`; returns per-epoch summaries. */
 export async function train(cfg: Config, log: (line: string) => void = console.log): Promise<RunResult> {
   const cuda = !cfg.noCuda && version().cuda;
+  const device = replicaDevice(cfg, version());
   if (!cuda && cfg.precision === "fp16") {
     throw new ConfigError(
       "--precision fp16 (--half) needs a GPU: libtorch's fp16 convolutions on the CPU run over 10 times slower than fp32; use --precision bf16 or fp32",
@@ -118,8 +119,7 @@ export async function train(cfg: Config, log: (line: string) => void = console.l
   if (memory) log(memory);
   using trainer = await Trainer.create({
     method: cfg.method,
-    // A replica's GPU: its local rank modulo the GPUs it sees.
-    device: cuda ? (cfg.worldSize > 1 ? `cuda:${cfg.localRank % version().cudaDevices}` : "cuda") : "cpu",
+    device,
     threads: cfg.threads || (cuda ? 0 : threadsPerReplica(cfg, Deno.env.toObject())),
     distributed: {
       worldSize: cfg.worldSize,

@@ -118,7 +118,9 @@ void selfsup_dist_quiet_logs() {
 }
 
 // Joins the process group: when `serve` (rank 0), serves a TCPStore on
-// `port` and waits for all `world` ranks; the others connect to host:port
+// `port` (on the socket `listen_fd`, bound by the caller, when it is not
+// -1; else on every interface, c10d's default) and waits for all `world`
+// ranks; the others connect to host:port
 // (under torchrun all ranks connect to its agent's store). Keys go under
 // `prefix`. Then the backend (0: Gloo, 1: NCCL on CUDA device `device`)
 // connects every pair. Both steps, and every later collective, fail after
@@ -129,6 +131,7 @@ int selfsup_dist_group_new(
     int rank,
     int world,
     int serve,
+    int listen_fd,
     const char* prefix,
     int backend,
     int device,
@@ -141,6 +144,7 @@ int selfsup_dist_group_new(
   c10d::TCPStoreOptions opts;
   opts.port = port;
   opts.isServer = serve != 0;
+  if (serve != 0 && listen_fd >= 0) opts.masterListenFd = listen_fd;
   opts.numWorkers = static_cast<size_t>(world);
   opts.waitWorkers = true;
   opts.timeout = timeout;

@@ -4,14 +4,19 @@
 //! (debug::check_amp_policy) runs from tests/precision_test.ts, on the CPU
 //! and, when a GPU is present, on CUDA.
 use selfsup_native::amp::{autocast_state, Autocast, GradScaler, ScalerConfig};
+use selfsup_native::nn::init::Init;
 use selfsup_native::optim::{self, Param};
 use tch::{Device, Kind, Tensor};
 
-fn params(seed: i64) -> Vec<Param> {
-    tch::manual_seed(seed);
-    let w = Tensor::randn([4, 3], (Kind::Float, Device::Cpu)).set_requires_grad(true);
-    let c = Tensor::randn([2, 3, 3, 3], (Kind::Float, Device::Cpu)).set_requires_grad(true);
-    let b = Tensor::randn([3], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+/// Parameters drawn from the test's own generator: torch's global one is
+/// shared with every other test thread, so two calls with one seed could
+/// differ when tests run in parallel.
+fn params(seed: u64) -> Vec<Param> {
+    let mut init = Init::new(seed, Device::Cpu);
+    let mut randn = |dims: &[i64]| init.normal(dims, 1.0).unwrap().set_requires_grad(true);
+    let w = randn(&[4, 3]);
+    let c = randn(&[2, 3, 3, 3]);
+    let b = randn(&[3]);
     vec![Param::new("w".into(), w), Param::new("c".into(), c), Param::new("b".into(), b)]
 }
 

@@ -97,15 +97,22 @@ fn replica_sum(replica: &Replica, t: &Tensor) {
     let _ = t.shallow_clone().copy_(&Tensor::from_slice(&v).view(&t.size()[..]).to_kind(t.kind()));
 }
 
-/// A process group of world size 1 trains a few steps through DDP: on
-/// NCCL when libtorch sees a GPU (the project's NCCL smoke test), else on
-/// Gloo, so that the same path runs here.
+/// A process group of world size 1 trains a few steps through DDP on the
+/// CPU (Gloo): the same path as on a GPU, whatever this machine has.
 #[test]
-fn a_group_of_world_size_one_trains_a_few_steps() {
-    let device = if tch::Cuda::is_available() { Device::Cuda(0) } else { Device::Cpu };
-    if device == Device::Cpu {
-        eprintln!("no GPU: the world-size-1 group runs on Gloo, not NCCL");
-    }
+fn a_group_of_world_size_one_trains_a_few_steps_on_gloo() {
+    world_of_one_trains(Device::Cpu);
+}
+
+/// The same on CUDA (NCCL): the project's NCCL smoke test.
+#[test]
+#[ignore = "needs a GPU; run where libtorch sees one (scripts/test-all.sh does)"]
+fn a_group_of_world_size_one_trains_a_few_steps_on_nccl_with_a_gpu() {
+    assert!(tch::Cuda::is_available(), "the NCCL smoke test needs a GPU that libtorch sees");
+    world_of_one_trains(Device::Cuda(0));
+}
+
+fn world_of_one_trains(device: Device) {
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let handle = std::thread::spawn(move || {
         let cfg = DistConfig { world_size: 1, rank: 0, port, timeout_secs: 60.0, always_group: true, ..Default::default() };

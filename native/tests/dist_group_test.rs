@@ -189,3 +189,55 @@ fn a_port_in_use_is_a_clear_error() {
     let err = Group::join(&rendezvous(port, 0, 2, 5.0), Device::Cpu).err().expect("port taken").to_string();
     assert!(err.contains("already in use") && err.contains("--distributed-port"), "{err}");
 }
+
+/// The local addresses of TCP sockets listening on `port` (from /proc/net/tcp and tcp6).
+fn listening_on(port: u16) -> Vec<String> {
+    let mut found = Vec::new();
+    for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let table = std::fs::read_to_string(file).unwrap_or_default();
+        for line in table.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            // local_address is ADDR:PORT in hex; state 0A is LISTEN.
+            if let (Some(local), Some("0A")) = (cols.get(1), cols.get(3).copied()) {
+                if let Some((addr, p)) = local.split_once(':') {
+                    if u16::from_str_radix(p, 16) == Ok(port) {
+                        found.push(addr.to_string());
+                    }
+                }
+            }
+        }
+    }
+    found
+}
+
+/// Finding 19.9: the store served on every interface, without
+/// authentication, although `selfsup launch` (master 127.0.0.1) needs
+/// none but loopback.
+#[test]
+fn finding_19_9_the_store_of_one_machine_listens_on_loopback_alone() {
+    let port = free_port();
+    // Both ranks keep their group until both have joined: one that went
+    // away early would close the other's connections while they form.
+    let both = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let rank = |r: usize| {
+        let both = both.clone();
+        move || {
+            let g = Group::join(&rendezvous(port, r, 2, 60.0), Device::Cpu);
+            both.wait();
+            g.map(|_| ())
+        }
+    };
+    let serving = std::thread::spawn(rank(0));
+    let start = Instant::now();
+    let mut seen = listening_on(port);
+    while seen.is_empty() && start.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(20));
+        seen = listening_on(port);
+    }
+    // Rank 1 completes the group, so that rank 0 returns.
+    let joined = std::thread::spawn(rank(1));
+    serving.join().unwrap().unwrap();
+    joined.join().unwrap().unwrap();
+    // 0100007F is 127.0.0.1 as /proc writes it (little-endian hex).
+    assert_eq!(seen, vec!["0100007F".to_string()], "the store listened on {seen:?}");
+}

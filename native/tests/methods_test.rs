@@ -13,9 +13,10 @@ fn config(method: &str) -> ModelConfig {
 }
 
 fn batch() -> (Tensor, Tensor, Tensor) {
-    tch::manual_seed(1);
-    let v1 = Tensor::rand([4, 3, 32, 32], (Kind::Float, Device::Cpu));
-    let v2 = Tensor::rand([4, 3, 32, 32], (Kind::Float, Device::Cpu));
+    // Uniform in [0, 1) from the test's own generator (torch's global one is shared by the test threads).
+    let mut init = Init::new(1, Device::Cpu);
+    let mut rand = || init.uniform(&[4, 3, 32, 32], 0.5).unwrap() + 0.5;
+    let (v1, v2) = (rand(), rand());
     (v1, v2, Tensor::from_slice(&[0i64, 1, 2, 0]))
 }
 

@@ -61,7 +61,8 @@ mod tests {
         let flat = Tensor::full([2, 3, 16, 16], 0.25, (Kind::Float, tch::Device::Cpu));
         let out = gaussian_blur(&flat, &Tensor::from_slice(&[0.5f32, 2.0]), 7).expect("blur");
         assert!(f64::try_from((out - 0.25).abs().max()).expect("max") < 1e-6);
-        let noise = Tensor::rand([1, 3, 16, 16], (Kind::Float, tch::Device::Cpu)).repeat([2, 1, 1, 1]);
+        // Seeded noise (not torch's global generator, which other test threads share).
+        let noise = crate::nn::init::Init::new(3, tch::Device::Cpu).uniform(&[1, 3, 16, 16], 0.5).expect("noise").repeat([2, 1, 1, 1]);
         let out = gaussian_blur(&noise, &Tensor::from_slice(&[0.3f32, 2.0]), 7).expect("blur");
         let var = |t: Tensor| f64::try_from(t.var(false)).expect("var");
         assert!(var(out.get(1)) < var(out.get(0)) && var(out.get(0)) < var(noise.get(0)));

@@ -235,7 +235,9 @@ mod tests {
 
     #[test]
     fn apply_touches_only_the_images_whose_flags_are_set() {
-        let views = Tensor::randint(256, [4, 3, 20, 20], (Kind::Uint8, Device::Cpu));
+        // Seeded bytes (not torch's global generator, which other test threads share).
+        let u = crate::nn::init::Init::new(5, Device::Cpu).uniform(&[4, 3, 20, 20], 0.5).expect("noise");
+        let views = ((u + 0.5) * 255.0).round().to_kind(Kind::Uint8);
         let mut params = vec![0f32; 4 * NPARAMS];
         params[NPARAMS + FLIP] = 1.0; // image 1: flipped only
         params[2 * NPARAMS + GRAY] = 1.0; // image 2: grayscale only

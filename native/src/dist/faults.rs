@@ -13,6 +13,9 @@ fn has(text: &str, needles: &[&str]) -> bool {
     needles.iter().any(|n| t.contains(n))
 }
 
+/// What to do about replicas that share a GPU (said once, used above).
+pub const SHARED_GPU: &str = "NCCL needs one GPU per replica, and two replicas are on one GPU: start at most as many replicas per node as it has GPUs, give each its own (CUDA_VISIBLE_DEVICES, or srun --gpus-per-task=1), or train on the CPU with Gloo (--no-cuda)";
+
 /// A failed join of the process group.
 pub fn rendezvous_error(e: Error, rv: &Rendezvous) -> Error {
     let msg = first_line(&e);
@@ -43,6 +46,13 @@ pub fn rendezvous_error(e: Error, rv: &Rendezvous) -> Error {
 /// lost the network.
 pub fn collective_error(e: Error, rank: usize, secs: f64) -> Error {
     let msg = first_line(&e);
+    // NCCL refuses a communicator with two ranks on one GPU ("Duplicate GPU
+    // detected" in its detail, "invalid usage" on the first line). selfsup's
+    // own check (cli/launch.ts) catches this where the launcher is known;
+    // this covers the rest, e.g. SLURM tasks that were not given a GPU each.
+    if has(&format!("{e:#}"), &["duplicate gpu"]) || (has(&msg, &["nccl"]) && has(&msg, &["invalid usage"])) {
+        return anyhow!("rank {rank}: {SHARED_GPU} ({msg})");
+    }
     if has(&msg, &["connection closed", "connection reset", "broken pipe", "peer", "eof", "socket"]) {
         return anyhow!("rank {rank}: another rank stopped or was killed (its connection closed during a collective): {msg}");
     }
@@ -60,4 +70,22 @@ pub fn is_collective_error(e: &Error) -> bool {
         // Gloo also says "Application timeout caused pair closure".
         &["gloo", "nccl", "c10d", "connection closed", "connection reset", "timed out", "timeout", "broken pipe", "dist"],
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replicas_on_one_gpu_are_explained_by_what_to_do() {
+        let nccl = anyhow!(
+            "NCCL error in: ProcessGroupNCCL.cpp:3420, invalid usage (run with NCCL_DEBUG=WARN for details), NCCL version 2.28.3\nncclInvalidUsage: This usually reflects invalid usage of NCCL library.\nLast error:\nDuplicate GPU detected : rank 1 and rank 0 both on CUDA device 1b000"
+        );
+        let said = collective_error(nccl, 1, 60.0).to_string();
+        assert!(said.starts_with("rank 1: NCCL needs one GPU per replica"), "{said}");
+        assert!(said.contains("--no-cuda") && !said.contains('\n'), "{said}");
+        // Other failures keep their own explanation.
+        let closed = collective_error(anyhow!("Connection closed by peer [127.0.0.1]:4000"), 0, 60.0).to_string();
+        assert!(closed.starts_with("rank 0: another rank stopped or was killed"), "{closed}");
+    }
 }

@@ -3,6 +3,9 @@
 //! collectives selfsup needs.
 use anyhow::{bail, Context, Result};
 use std::ffi::{c_char, c_int, CStr, CString};
+use std::io::ErrorKind;
+use std::net::{IpAddr, TcpListener};
+use std::os::fd::IntoRawFd;
 use std::time::Duration;
 use tch::{Device, Kind, Tensor};
 use torch_sys::C_tensor;
@@ -21,6 +24,7 @@ extern "C" {
         rank: c_int,
         world: c_int,
         serve: c_int,
+        listen_fd: c_int,
         prefix: *const c_char,
         backend: c_int,
         device: c_int,
@@ -51,6 +55,27 @@ pub(crate) fn shim(call: impl FnOnce(*mut c_char, usize) -> c_int) -> Result<()>
     }
     let msg = CStr::from_bytes_until_nul(&buf).map(|c| c.to_string_lossy().into_owned()).unwrap_or_default();
     bail!("{}", if msg.is_empty() { "unknown c10d error".to_string() } else { msg })
+}
+
+/// The socket rank 0 serves the rendezvous store on. When the master is an
+/// IP address, the store listens on that address alone: 127.0.0.1 (what
+/// `selfsup launch` uses) keeps it off the network, and a cluster's private
+/// address keeps it off the others. A host name leaves c10d's default,
+/// every interface (as torchrun): the name may resolve to a loopback alias
+/// on its own machine while other nodes reach it by another address.
+/// Returns -1 for that default; the store owns the descriptor otherwise.
+fn store_socket(rv: &Rendezvous) -> Result<c_int> {
+    let ip = match rv.master.parse::<IpAddr>() {
+        Ok(ip) if !ip.is_unspecified() => ip,
+        _ => return Ok(-1),
+    };
+    match TcpListener::bind((ip, rv.port)) {
+        Ok(listener) => Ok(listener.into_raw_fd()),
+        Err(e) if e.kind() == ErrorKind::AddrNotAvailable => bail!(
+            "rank 0 cannot serve the rendezvous on {ip}: it is not an address of this machine; give --distributed-master (or MASTER_ADDR) an address of rank 0's machine"
+        ),
+        Err(e) => Err(super::faults::rendezvous_error(anyhow::anyhow!("{e}"), rv)),
+    }
 }
 
 /// True when this build can make NCCL process groups.
@@ -101,6 +126,7 @@ impl Group {
         };
         let host = CString::new(rv.master.clone()).context("--distributed-master contains a NUL byte")?;
         let serve = rv.rank == 0 && rv.agent_store.is_none();
+        let listen_fd = if serve { store_socket(rv)? } else { -1 };
         let prefix = CString::new(format!("selfsup/{}/", rv.agent_store.unwrap_or(0)))?;
         let mut raw = std::ptr::null_mut();
         // SAFETY: sets one of c10's logging flags.
@@ -114,6 +140,7 @@ impl Group {
                 rv.rank as c_int,
                 rv.world as c_int,
                 serve as c_int,
+                listen_fd,
                 prefix.as_ptr(),
                 backend,
                 index,
