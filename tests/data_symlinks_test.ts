@@ -9,8 +9,8 @@ import { tempDir } from "./helpers.ts";
 
 Deno.test("data symlinks: a `loop -> ..` link in a class folder adds nothing; a link inside the class is followed", async () => {
   using dir = tempDir();
-  await writeDemoDataset(dir.path, { trainPerClass: 4, testPerClass: 1 });
-  const train = join(dir.path, "train");
+  await writeDemoDataset(join(dir.path, "data"), { trainPerClass: 4, testPerClass: 1 });
+  const train = join(dir.path, "data", "train");
   const before = scanFolder(train);
   const first = before.classes[0];
   Deno.symlinkSync("..", join(train, first, "loop"));

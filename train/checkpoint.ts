@@ -80,7 +80,10 @@ export interface SaveExtras {
 }
 
 /** A save in progress, so that an abrupt exit can remove its pieces ({@link abandonSave}). */
-let inFlight: { weights: string; sidecar: string } | null = null;
+let inFlight: { weights: string; sidecar: string; previous: string | null; written: Promise<unknown> } | null = null;
+
+/** Seconds an abrupt exit waits for a weights file being written (a stalled network disk must not hold it forever). */
+const ABANDON_WAIT_S = 10;
 
 /** Saves a checkpoint of `kind`; returns its sidecar. */
 export async function saveCheckpoint(
@@ -95,9 +98,15 @@ export async function saveCheckpoint(
   const previous = ownWeightsOf(side, cfg.runName, kind);
   const reuse = extras.same && extras.same.step === pos.step && extras.same.kind === kind ? extras.same : null;
   const weights = reuse?.weights ?? `${cfg.runName}.${kind}-${pos.step}.safetensors`;
-  inFlight = { weights: join(cfg.modelDir, weights), sidecar: side };
+  const writing = reuse ? Promise.resolve(reuse.sha256) : trainer.saveCheckpoint(join(cfg.modelDir, weights));
+  inFlight = {
+    weights: join(cfg.modelDir, weights),
+    sidecar: side,
+    previous: previous && join(cfg.modelDir, previous),
+    written: writing.catch(() => {}),
+  };
   try {
-    const sha256 = reuse?.sha256 ?? await trainer.saveCheckpoint(join(cfg.modelDir, weights));
+    const sha256 = await writing;
     const s: Sidecar = {
       format: FORMAT,
       kind,
@@ -110,30 +119,36 @@ export async function saveCheckpoint(
       config: cfg,
     };
     writeFileAtomically(side, JSON.stringify(s, null, 1) + "\n");
+    if (previous && previous !== weights) removeQuietly(join(cfg.modelDir, previous));
     inFlight = null;
-    if (previous && previous !== weights) await Deno.remove(join(cfg.modelDir, previous)).catch(() => {});
     return s;
   } catch (e) {
-    abandonSave();
+    await abandonSave();
     throw e;
   }
 }
 
 /**
- * Removes the pieces of a save that has not committed (its temp files, and
- * a weights file no sidecar names), before an abrupt exit or after a
- * failure; a committed save is left alone.
+ * Removes the pieces of a save in progress, before an abrupt exit or
+ * after a failure: its temp files, and whichever of the new and the
+ * previous weights file the sidecar does not name (the sidecar's rename
+ * decides which of them is the checkpoint). It first waits (at most
+ * ABANDON_WAIT_S) for the native write to end, which could otherwise
+ * create its temp file after the clean-up; that save may still commit.
  */
-export function abandonSave(): void {
+export async function abandonSave(): Promise<void> {
   if (!inFlight) return;
-  const { weights, sidecar } = inFlight;
+  const { weights, sidecar, previous, written } = inFlight;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([written, new Promise((r) => timer = setTimeout(r, ABANDON_WAIT_S * 1000))]);
+  clearTimeout(timer);
   inFlight = null;
   for (const p of [tempPath(weights), tempPath(sidecar)]) removeQuietly(p);
   let named: string | null = null;
   try {
     named = JSON.parse(Deno.readTextFileSync(sidecar)).weights;
   } catch { /* no sidecar yet */ }
-  if (named !== basename(weights)) removeQuietly(weights);
+  for (const w of [weights, previous]) if (w && basename(w) !== named) removeQuietly(w);
 }
 
 function removeQuietly(path: string): void {
