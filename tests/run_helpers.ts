@@ -69,3 +69,23 @@ export function privateMountsUnavailable(): string | null {
     return `unshare is not available: ${(e as Error).message}`;
   }
 }
+
+/** Reads `reader` until what it gave matches `pattern`; throws if the stream ends first. */
+export async function readUntil(reader: ReadableStreamDefaultReader<string>, pattern: RegExp): Promise<string> {
+  let seen = "";
+  while (!pattern.test(seen)) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error(`the output ended before ${pattern}: ${seen.slice(-300)}`);
+    seen += value;
+  }
+  return seen;
+}
+
+/** Polls `ready` every 50 ms; throws after `seconds`. */
+export async function waitFor(ready: () => boolean, what: string, seconds = 300): Promise<void> {
+  const deadline = Date.now() + seconds * 1000;
+  while (!ready()) {
+    if (Date.now() > deadline) throw new Error(`gave up waiting for ${what} after ${seconds} s`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}

@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { readSidecar } from "../train/checkpoint.ts";
 import { tempDir } from "./helpers.ts";
-import { cli, filesIn, MAIN, runNameOf, tinyArgs, tinyData } from "./run_helpers.ts";
+import { cli, filesIn, MAIN, readUntil, runNameOf, tinyArgs, tinyData, waitFor } from "./run_helpers.ts";
 
 const FIXTURE = join(import.meta.dirname!, "fixtures", "save_forever.ts");
 
@@ -34,7 +34,7 @@ Deno.test("leftover files: temp files and unnamed weights of killed writers are 
       stdout: "null",
       stderr: "null",
     }).spawn();
-    while (!filesIn(models).some((f) => f.endsWith(".last.json"))) await new Promise((r) => setTimeout(r, 50));
+    await waitFor(() => filesIn(models).some((f) => f.endsWith(".last.json")), "a first checkpoint");
     await new Promise((r) => setTimeout(r, 200 + Math.random() * 1500));
     try {
       child.kill("SIGKILL");
@@ -61,12 +61,10 @@ Deno.test("leftover files: a second Ctrl-C during saves leaves a loadable checkp
     }).spawn();
     const out = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
     const err = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
-    let seen = "";
-    while (!/saved [3-9]/.test(seen)) seen += (await out.read()).value ?? "";
+    await readUntil(out, /saved [3-9]/);
     child.kill("SIGINT");
     // The second only once the first was taken (two at once may arrive as one).
-    seen = "";
-    while (!seen.includes("SIGINT: finishing")) seen += (await err.read()).value ?? "";
+    await readUntil(err, /SIGINT: finishing/);
     await new Promise((r) => setTimeout(r, 23 * round));
     child.kill("SIGINT");
     const status = await child.status;

@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { type Holder, LEASE_S, lockPath, me, RunLock, RunLockError } from "../train/runlock.ts";
 import { tempDir } from "./helpers.ts";
-import { cli, filesIn, MAIN, metricsWithoutTime, runNameOf, tinyArgs, tinyData } from "./run_helpers.ts";
+import { cli, filesIn, MAIN, metricsWithoutTime, readUntil, runNameOf, tinyArgs, tinyData } from "./run_helpers.ts";
 
 /** A lock file as another process would have left it, `ageS` seconds old. */
 function plantLock(dir: string, name: string, holder: Partial<Holder>, ageS = 0): void {
@@ -34,13 +34,16 @@ Deno.test("two copies of one run: the second refuses with one line naming the ho
   const first = new Deno.Command(Deno.execPath(), {
     args: ["run", "--allow-all", "--quiet", MAIN, ...args],
     stdout: "piped",
-    stderr: "piped",
+    stderr: "null",
   }).spawn();
   const lock = lockPath(join(dir.path, "models"), name);
-  while (filesIn(join(dir.path, "models")).indexOf(`${name}.lock`) < 0) await new Promise((r) => setTimeout(r, 100));
+  // "logging to …" comes once the run holds its lock.
+  const stdout = first.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  await readUntil(stdout, /logging to /);
   const second = await cli(args);
-  const out = await first.output();
-  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+  while (!(await stdout.read()).done) { /* the first run's progress */ }
+  const status = await first.status;
+  assert.equal(status.code, 0);
   assert.equal(second.code, 1);
   const lines = second.stderr.trim().split("\n");
   assert.equal(lines.length, 1, second.stderr);
@@ -98,4 +101,19 @@ Deno.test("run lock: a requeued SLURM job takes over its own job's lock; another
   const said: string[] = [];
   RunLock.acquire(dir.path, "r", (l) => said.push(l), { SLURM_JOB_ID: "9001", SLURM_RESTART_COUNT: "1" }).release();
   assert.match(said[0], /SLURM requeued job 9001/);
+});
+
+Deno.test("run lock: the holder's heartbeat renews the lock's mtime, and a holder whose lock was taken learns it", async () => {
+  using dir = tempDir();
+  const lock = RunLock.acquire(dir.path, "r", () => {}, {}, 0.2);
+  const old = new Date(Date.now() - 3_600_000);
+  Deno.utimeSync(lock.path, old, old);
+  await new Promise((r) => setTimeout(r, 500));
+  assert.ok(Deno.statSync(lock.path).mtime!.getTime() > Date.now() - 60_000, "mtime renewed");
+  assert.equal(lock.lost, null);
+  plantLock(dir.path, "r", { host: "node17", machine: "other", pid: 4242 });
+  await new Promise((r) => setTimeout(r, 500));
+  assert.match(lock.lost ?? "", /taken by another process \(pid 4242 on node17/);
+  lock.release();
+  assert.equal(JSON.parse(Deno.readTextFileSync(lock.path)).host, "node17", "release leaves another's lock alone");
 });

@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { RunLog } from "../train/logging.ts";
 import { runPython, tempDir } from "./helpers.ts";
 import { missingPython, skipReason } from "./logging_helpers.ts";
-import { cli, filesIn, MAIN, metricsWithoutTime, runNameOf, tinyArgs, tinyData } from "./run_helpers.ts";
+import { cli, filesIn, MAIN, metricsWithoutTime, readUntil, runNameOf, tinyArgs, tinyData } from "./run_helpers.ts";
 
 // A checkpoint after every step (the loop checks the clock once a step).
 const OFTEN = ["--checkpoint-minutes", "0.00001"];
@@ -77,8 +77,7 @@ Deno.test("logs after a resume: every kill and stop gives the metrics.jsonl and 
     stderr: "null",
   }).spawn();
   const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let seen = "";
-  while (!seen.includes("steps/epoch")) seen += (await reader.read()).value ?? "";
+  await readUntil(reader, /steps\/epoch/);
   const delay = 500 + Math.floor(Math.random() * 4000);
   await new Promise((r) => setTimeout(r, delay));
   try {

@@ -89,11 +89,11 @@ export class RunLock implements Disposable {
   #text: string;
   #timer: ReturnType<typeof setInterval>;
 
-  private constructor(path: string, holder: Holder, text: string) {
+  private constructor(path: string, holder: Holder, text: string, heartbeatS: number) {
     this.path = path;
     this.holder = holder;
     this.#text = text;
-    this.#timer = setInterval(() => this.#beat(), HEARTBEAT_S * 1000);
+    this.#timer = setInterval(() => this.#beat(), heartbeatS * 1000);
     // The heartbeat alone must not keep the process alive.
     Deno.unrefTimer(Number(this.#timer));
   }
@@ -101,9 +101,15 @@ export class RunLock implements Disposable {
   /**
    * Takes the lock of run `name` in `dir`, or throws a one-line
    * {@link RunLockError} naming the live holder. `log` hears about a
-   * stale lock taken over.
+   * stale lock taken over; `heartbeatS` is for tests.
    */
-  static acquire(dir: string, name: string, log: (line: string) => void = console.error, env: Env = Deno.env.toObject()): RunLock {
+  static acquire(
+    dir: string,
+    name: string,
+    log: (line: string) => void = console.error,
+    env: Env = Deno.env.toObject(),
+    heartbeatS = HEARTBEAT_S,
+  ): RunLock {
     Deno.mkdirSync(dir, { recursive: true });
     const path = lockPath(dir, name);
     const self = me(env);
@@ -113,7 +119,7 @@ export class RunLock implements Disposable {
     writeSynced(mine, text);
     try {
       for (let attempt = 0; attempt < 5; attempt++) {
-        if (link(mine, path)) return new RunLock(path, self, text);
+        if (link(mine, path)) return new RunLock(path, self, text, heartbeatS);
         const found = readHolder(path);
         if (!found) continue; // released meanwhile: try again
         // The file server's "now": the mtime of the file just written.
