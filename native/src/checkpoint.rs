@@ -268,7 +268,7 @@ pub fn read(path: &Path, sha256: Option<&str>) -> Result<BTreeMap<String, Tensor
         }
     }
     let file = safetensors::SafeTensors::deserialize(&bytes)
-        .map_err(|e| anyhow!("{} is not a readable checkpoint ({})", path.display(), crate::status::first_line(&format!("{e:?}"))))?;
+        .map_err(|e| anyhow!("{} is not a readable checkpoint ({})", path.display(), unreadable(&e)))?;
     let mut out = BTreeMap::new();
     for (name, view) in file.tensors() {
         let kind = Kind::try_from(view.dtype()).map_err(|e| anyhow!("{}: {name}: {e}", path.display()))?;
@@ -283,4 +283,17 @@ pub fn read(path: &Path, sha256: Option<&str>) -> Result<BTreeMap<String, Tensor
         out.insert(name, t);
     }
     Ok(out)
+}
+
+/// Why safetensors refused a file, in words (its errors only have Debug).
+fn unreadable(e: &safetensors::SafeTensorError) -> String {
+    use safetensors::SafeTensorError as E;
+    match e {
+        E::HeaderTooSmall | E::InvalidHeaderLength | E::MetadataIncompleteBuffer => "it is truncated".into(),
+        E::InvalidOffset(name) => format!("{name} lies outside the file: truncated?"),
+        E::InvalidHeader | E::InvalidHeaderStart | E::InvalidHeaderDeserialization | E::HeaderTooLarge | E::JsonError(_) => {
+            "its header is not a safetensors header".into()
+        }
+        other => crate::status::first_line(&format!("{other:?}")),
+    }
 }
