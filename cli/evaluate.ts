@@ -6,31 +6,47 @@
  * @module
  */
 import { type Command, Option } from "commander";
-import { dirname, join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { ARCHS, type Config, ConfigError, featureSize, resolve } from "./config.ts";
 import { float, int } from "./flags.ts";
 import { type Classifier, type FeatureWeights, Loader, scanFolder, Trainer, version } from "../ffi/native.ts";
-import { readSidecar, type Sidecar } from "../train/checkpoint.ts";
-import { type RawTensor, readSafetensors, writeSafetensors } from "../train/safetensors.ts";
+import { checkWeights, readSidecar, type Sidecar } from "../train/checkpoint.ts";
+import { parseSafetensors, type RawTensor, writeSafetensors } from "../train/safetensors.ts";
 
 const WEIGHTS = ["online", "polyak", "target"];
 
-/** The sidecar of a checkpoint given as its .json or its weights file. */
-function sidecarOf(path: string): Sidecar & { dir: string } {
-  let side = path;
-  if (path.endsWith(".safetensors")) {
-    // <run>.<kind>-<step>.safetensors → <run>.<kind>.json
-    side = path.replace(/-\d+\.safetensors$/, ".json");
+/**
+ * A checkpoint given as its sidecar (.json: the weights file it names) or
+ * as a weights file (.safetensors: exactly that file, with the settings of
+ * its run's sidecar). The checksum applies when the sidecar names the file.
+ */
+function checkpointOf(path: string): { side: Sidecar; sidePath: string; file: string; sha256: string | undefined } {
+  const weightsGiven = path.endsWith(".safetensors");
+  // <run>.<kind>-<step>.safetensors → <run>.<kind>.json
+  const sidePath = weightsGiven ? path.replace(/-\d+\.safetensors$/, ".json") : path;
+  const side = sidePath === path && weightsGiven ? null : readSidecar(sidePath);
+  if (!side) {
+    throw new ConfigError(
+      weightsGiven
+        ? `no sidecar ${sidePath} beside ${path}: a weights file needs its run's <run>.<kind>.json for the settings`
+        : `no checkpoint at ${path} (expected a <run>.last.json or .best.json sidecar)`,
+    );
   }
-  const s = readSidecar(side);
-  if (!s) throw new ConfigError(`no checkpoint at ${path} (expected a <run>.last.json or .best.json sidecar)`);
-  return { ...s, dir: dirname(side) };
+  const file = weightsGiven ? path : join(dirname(sidePath), side.weights);
+  return { side, sidePath, file, sha256: basename(file) === side.weights ? side.sha256 : undefined };
 }
 
 /** The backbone tensors of a checkpoint under `weights`, with torchvision's names. */
 export function backboneTensors(checkpoint: string, weights: FeatureWeights): { tensors: [string, RawTensor][]; side: Sidecar } {
-  const side = sidecarOf(checkpoint);
-  const { tensors } = readSafetensors(join(side.dir, side.weights));
+  const { side, file, sha256 } = checkpointOf(checkpoint);
+  let bytes: Uint8Array;
+  try {
+    bytes = Deno.readFileSync(file);
+  } catch (e) {
+    throw new ConfigError(`cannot read ${file}: ${(e as Error).message.split("\n")[0]}`);
+  }
+  checkWeights(file, bytes, sha256);
+  const { tensors } = parseSafetensors(bytes, file);
   if (weights === "target" && side.config.method !== "byol") throw new ConfigError("--weights target needs a BYOL checkpoint");
   if (weights === "polyak" && !(side.config.polyakEma > 0)) {
     throw new ConfigError("--weights polyak needs a checkpoint trained with --polyak-ema");
@@ -48,11 +64,29 @@ export function backboneTensors(checkpoint: string, weights: FeatureWeights): { 
   return { tensors: out, side };
 }
 
+/** Refuses an export whose output is the checkpoint it reads (its sidecar or its weights). */
+function refuseOverwrite(out: string, checkpoint: string): void {
+  const { side, sidePath, file } = checkpointOf(checkpoint);
+  const inputs = [file, sidePath, join(dirname(sidePath), side.weights)];
+  const same = (a: string, b: string) => {
+    try {
+      const [x, y] = [Deno.statSync(a), Deno.statSync(b)];
+      return x.dev === y.dev && x.ino === y.ino;
+    } catch {
+      return false;
+    }
+  };
+  if (inputs.some((i) => same(out, i))) {
+    throw new ConfigError(`${out} is the checkpoint being exported; write the export to another file`);
+  }
+}
+
 export function registerEvalCommands(prog: Command): void {
   prog.command("export <checkpoint> <out>")
     .description("write a checkpoint's backbone as safetensors with torchvision's key names (loads into torchvision.models.<arch>() with strict=False, missing only fc.*)")
     .addOption(new Option("--weights <which>", "online, polyak (Polyak average) or target (BYOL)").choices(WEIGHTS).default("online"))
     .action((checkpoint: string, out: string, o: { weights: FeatureWeights }) => {
+      refuseOverwrite(out, checkpoint);
       const { tensors, side } = backboneTensors(checkpoint, o.weights);
       writeSafetensors(out, tensors, { arch: side.config.arch, method: side.config.method, weights: o.weights, run: side.config.runName });
       console.log(`wrote ${tensors.length} ${side.config.arch} tensors (${o.weights} weights) to ${out}`);
@@ -106,7 +140,7 @@ interface EvalOptions {
 /** The model settings: a checkpoint's, or an export's --arch. */
 function modelConfig(o: EvalOptions): Config {
   if (o.checkpoint && o.backbone) throw new ConfigError("give --checkpoint or --backbone, not both");
-  if (o.checkpoint) return sidecarOf(o.checkpoint).config;
+  if (o.checkpoint) return checkpointOf(o.checkpoint).side.config;
   if (!o.backbone) throw new ConfigError("give --checkpoint <sidecar> or --backbone <export> --arch <name>");
   if (!o.arch || !(o.arch in ARCHS)) throw new ConfigError(`--backbone needs --arch, one of ${Object.keys(ARCHS).join(", ")}`);
   return resolve({ arch: o.arch, baseWidth: o.baseWidth, representationSize: featureSize(o.arch, o.baseWidth), smallStem: !!o.smallStem, numReplicas: 1 });
@@ -118,7 +152,10 @@ export async function evaluate(o: EvalOptions, how: Classifier, label: string): 
   const { classes } = scanFolder(join(o.dataDir, "train"));
   const cuda = o.cuda !== false && version().cuda;
   using trainer = await Trainer.create({ ...cfg, device: cuda ? "cuda" : "cpu", numClasses: classes.length, seed: cfg.seed ?? 0 });
-  if (o.checkpoint) await trainer.loadCheckpoint(join(sidecarOf(o.checkpoint).dir, sidecarOf(o.checkpoint).weights));
+  if (o.checkpoint) {
+    const { file, sha256 } = checkpointOf(o.checkpoint);
+    await trainer.loadCheckpoint(file, sha256);
+  }
   else await trainer.loadBackbone(o.backbone!);
   const size = o.imageSizeOverride ?? cfg.imageSizeOverride;
   for (const split of ["train", "test"] as const) {

@@ -94,9 +94,9 @@ export const FLAGS: Record<string, Flag[]> = {
   ],
   "Runs and logging": [
     { key: "uid", flags: "--uid <text>", help: "prefix of the run name (default: none)" },
-    { key: "modelDir", flags: "--model-dir <dir>", help: "checkpoints: <run-name>.last.json / .best.json + weights (default: .models)" },
+    { key: "modelDir", flags: "--model-dir <dir>", help: "checkpoints: <run-name>.last.json / .best.json + weights, and <run-name>.lock while it trains (default: .models)" },
     { key: "logDir", flags: "--log-dir <dir>", help: "TensorBoard events and metrics.jsonl go to <log-dir>/<run-name> (default: ./runs)" },
-    { key: "noResume", flags: "--no-resume", help: "start afresh even if this run's last checkpoint exists (it is overwritten)" },
+    { key: "noResume", flags: "--no-resume", help: "start afresh even if this run's last checkpoint exists (it is overwritten; earlier logs move to previous-<time>/)" },
     { key: "checkpointMinutes", flags: "--checkpoint-minutes <m>", help: "also write the last checkpoint every m minutes within an epoch, 0 = only per epoch (default: 30)", parse: "float" },
     { key: "knnMonitor", flags: "--knn-monitor <n>", help: "every n epochs, score frozen features with a 200-NN classifier (train -> test), 0 = off (default: 0)", parse: "int" },
     { key: "earlyStop", flags: "--early-stop", help: "stop after 10 epochs without a better test loss" },

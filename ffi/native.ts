@@ -343,15 +343,26 @@ export class Trainer extends Handle {
     check(await native().selfsup_trainer_load_weights(BigInt(this.id), p, BigInt(p.length)));
   }
 
-  /** Everything needed to resume (weights, BYOL target, optimizer and Polyak state), written atomically. */
-  async saveCheckpoint(path: string): Promise<void> {
+  /**
+   * Everything needed to resume (weights, BYOL target, optimizer and
+   * Polyak state), written atomically; returns the file's SHA-256 (hex).
+   * Refused before writing when the folder lacks the space.
+   */
+  async saveCheckpoint(path: string): Promise<string> {
     const p = utf8(path);
-    check(await native().selfsup_trainer_save_checkpoint(BigInt(this.id), p, BigInt(p.length)));
+    const digest = new Uint8Array(64);
+    check(await native().selfsup_trainer_save_checkpoint(BigInt(this.id), p, BigInt(p.length), digest));
+    return new TextDecoder().decode(digest);
   }
 
-  async loadCheckpoint(path: string): Promise<void> {
+  /**
+   * Restores a checkpoint. With `sha256` the file must have that checksum;
+   * a file holding NaN or infinity is refused either way.
+   */
+  async loadCheckpoint(path: string, sha256 = ""): Promise<void> {
     const p = utf8(path);
-    check(await native().selfsup_trainer_load_checkpoint(BigInt(this.id), p, BigInt(p.length)));
+    const h = utf8(sha256);
+    check(await native().selfsup_trainer_load_checkpoint(BigInt(this.id), p, BigInt(p.length), h, BigInt(h.length)));
   }
 
   /** An export's backbone (torchvision key names) into the online backbone. */

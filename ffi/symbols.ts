@@ -62,10 +62,14 @@ export const symbols = {
     result: "i64",
     nonblocking: true,
   },
-  /** (trainer id, path, path length) → 0: weights, BYOL target, optimizer and Polyak state, written atomically */
-  selfsup_trainer_save_checkpoint: { parameters: ["i64", "buffer", "usize"], result: "i64", nonblocking: true },
-  /** (trainer id, path, path length) → 0 */
-  selfsup_trainer_load_checkpoint: { parameters: ["i64", "buffer", "usize"], result: "i64", nonblocking: true },
+  /** (trainer id, path, path length, out SHA-256 as 64 hex bytes) → 0: weights, BYOL target, optimizer and Polyak state, written atomically */
+  selfsup_trainer_save_checkpoint: { parameters: ["i64", "buffer", "usize", "buffer"], result: "i64", nonblocking: true },
+  /** (trainer id, path, path length, expected SHA-256 hex, its length or 0 for no check) → 0 */
+  selfsup_trainer_load_checkpoint: {
+    parameters: ["i64", "buffer", "usize", "buffer", "usize"],
+    result: "i64",
+    nonblocking: true,
+  },
   /** (trainer id, path, path length) → 0: an export's backbone (torchvision names) into the online backbone */
   selfsup_trainer_load_backbone: { parameters: ["i64", "buffer", "usize"], result: "i64", nonblocking: true },
   /** (trainer id, batch id (consumed), set 0 train / 1 test / -1 clear, weights 0 online / 1 polyak / 2 target) → 0 */

@@ -47,7 +47,7 @@ Deno.test("metrics.jsonl holds one line per logged point, beside the event file"
   for (const l of got) assert.ok(l.time >= before - 1 && l.time <= Date.now() / 1000 + 1, `time ${l.time}`);
 });
 
-Deno.test("a resumed run appends to metrics.jsonl and adds a second event file", async () => {
+Deno.test("without a checkpoint's marks (made before they existed), a resumed run appends to metrics.jsonl beside a new event file", async () => {
   using dir = tempDir();
   for (const step of [0, 1]) {
     const log = new RunLog({ method: "simclr", logDir: dir.path, name: "again" });

@@ -18,11 +18,19 @@ const encoder = new TextEncoder();
 
 export class MetricsFile {
   #file: BufferedFile;
-  constructor(path: string) {
-    this.#file = new BufferedFile(path);
+  /** Appends to `path`; with `length`, cuts it to that many bytes first (see BufferedFile). */
+  constructor(path: string, length?: number) {
+    this.#file = new BufferedFile(path, undefined, undefined, length);
   }
   get path(): string {
     return this.#file.path;
+  }
+  get length(): number {
+    return this.#file.length;
+  }
+  /** Flushes to disk; returns the file's length. */
+  sync(): number {
+    return this.#file.sync();
   }
   point(tag: string, step: number, value: number): void {
     const line = JSON.stringify({

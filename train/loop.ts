@@ -9,7 +9,20 @@ import { join } from "node:path";
 import { type Config, ConfigError } from "../cli/config.ts";
 import { Loader, type LoaderConfig, scanFolder, type StepMetrics, type StepRow, Trainer, version } from "../ffi/native.ts";
 import { byolTau, lrAt, type Schedule, scaledLr } from "./schedule.ts";
-import { type Position, readSidecar, resume, saveCheckpoint, sidecarPath } from "./checkpoint.ts";
+import {
+  abandonSave,
+  type Accumulators,
+  lastCheckpoint,
+  loadWeights,
+  type Position,
+  readSidecar,
+  removeLeftovers,
+  resume,
+  saveCheckpoint,
+  type Sidecar,
+  sidecarPath,
+} from "./checkpoint.ts";
+import { RunLock } from "./runlock.ts";
 import { BestSaver } from "./saver.ts";
 import { AgreedStop, requeueUnderSlurm, StopFlag } from "./signals.ts";
 import { Progress } from "./progress.ts";
@@ -28,6 +41,15 @@ export class Meter {
   add(m: StepMetrics): void {
     for (const k of KEYS) this.#sums[k] += m[k] * m.samples;
     this.samples += m.samples;
+  }
+  /** The running totals, for a checkpoint inside the pass. */
+  totals(): Accumulators {
+    return { ...this.#sums, samples: this.samples };
+  }
+  /** Continues from {@link totals}. */
+  restore(t: Accumulators): void {
+    for (const k of KEYS) this.#sums[k] = t[k] ?? 0;
+    this.samples = t.samples ?? 0;
   }
   mean(): PassMetrics {
     const n = Math.max(1, this.samples);
@@ -163,13 +185,20 @@ export async function train(cfg: Config, log: (line: string) => void = console.l
   if (cfg.worldSize > 1) {
     log(`replica ${cfg.rank} of ${cfg.worldSize} (${cfg.launchedBy}), rendezvous ${cfg.master}:${cfg.port}, ${cfg.batchSizePerReplica} images per step each`);
   }
-  await using runLog = RunLog.fromConfig(cfg, (m) => console.error(m));
+  using lock = await lockRun(cfg, trainer, log);
+  if (lock) {
+    const removed = removeLeftovers(cfg.modelDir, cfg.runName);
+    if (removed.length > 0) log(`removed what interrupted saves left in ${cfg.modelDir}: ${removed.join(", ")}`);
+  }
+  const side = cfg.noResume ? null : lastCheckpoint(cfg);
+  // The logs continue from the checkpoint's marks (a fresh start sets older ones aside).
+  await using runLog = RunLog.fromConfig(cfg, (m) => console.error(m), side ? side.logs : null);
   runLog.config(cfg);
   if (runLog.dir) log(`logging to ${runLog.dir} (TensorBoard: tensorboard --logdir ${cfg.logDir})`);
-  using signals = new StopFlag();
+  using signals = new StopFlag(undefined, abandonSave);
   // Several replicas stop only together (see AgreedStop), one alone at once.
   const stop = cfg.worldSize > 1 ? new AgreedStop(signals, (v) => trainer.allReduce(v, "max")) : signals;
-  const resumed = cfg.noResume ? null : await resume(trainer, cfg);
+  const resumed = await resume(trainer, cfg, side);
   const pos: Position = resumed ?? { epoch: 1, batch: 0, step: 0, bestLoss: null, sinceBest: 0 };
   if (cfg.worldSize > 1) {
     // Every replica must continue from the same checkpoint (one rank 0 wrote).
@@ -182,9 +211,13 @@ export async function train(cfg: Config, log: (line: string) => void = console.l
   }
   if (resumed) log(`resumed ${cfg.runName} at epoch ${pos.epoch}, batch ${pos.batch} (step ${pos.step})`);
   const saver = new BestSaver(cfg.epochs, cfg.earlyStop, pos.bestLoss, pos.sinceBest);
-  const save = async (kind: "last" | "best") => {
+  // Per kind, the checkpoint whose weights file holds the trainer's weights as they are.
+  const current: Record<"last" | "best", Sidecar | null> = { last: side, best: null };
+  // `train`: the epoch's running totals, when the checkpoint falls inside it.
+  const save = async (kind: "last" | "best", train?: Accumulators) => {
     if (cfg.rank !== 0) return;
-    await saveCheckpoint(trainer, cfg, kind, { ...pos, bestLoss: saver.bestLoss, sinceBest: saver.sinceBest });
+    const extras = { train, logs: runLog.marks(), same: current[kind] };
+    current[kind] = await saveCheckpoint(trainer, cfg, kind, { ...pos, bestLoss: saver.bestLoss, sinceBest: saver.sinceBest }, extras);
   };
   const testPass = async (epoch: number) => {
     const t1 = performance.now();
@@ -205,18 +238,27 @@ export async function train(cfg: Config, log: (line: string) => void = console.l
   };
   const epochs: EpochSummary[] = [];
   let lastSave = performance.now();
-  // Testing preemption: a real SIGTERM to ourselves after this many steps.
+  // Testing preemption and crashes: a real SIGTERM (or SIGKILL) to ourselves after this many steps.
   const selfTerm = Number(Deno.env.get("SELFSUP_SIGTERM_AFTER_STEPS") ?? "0");
+  const selfKill = Number(Deno.env.get("SELFSUP_SIGKILL_AFTER_STEPS") ?? "0");
   const termRank = Deno.env.has("SELFSUP_SIGTERM_RANK") ? Number(Deno.env.get("SELFSUP_SIGTERM_RANK")) : null;
   // Steps run whose metrics are still on the device: their step, batch and learning rate.
   const every = metricsEvery(cuda);
   let pending: { step: number; batch: number; lr: number }[] = [];
+  // The totals of a checkpoint inside an epoch: that epoch's means count its batches from before the stop.
+  let carried = pos.batch > 0 ? side?.train ?? null : null;
   while (pos.epoch <= cfg.epochs && !stop.requested) {
     const epoch = pos.epoch;
     const t0 = performance.now();
     const trainMeter = new Meter();
     const progress = new Progress(`epoch ${epoch}/${cfg.epochs}`, steps);
     const amp = { skipped: 0, steps: 0, scale: 0 };
+    if (carried) {
+      trainMeter.restore(carried);
+      Object.assign(amp, { skipped: carried.ampSkipped ?? 0, steps: carried.ampSteps ?? 0, scale: carried.ampScale ?? 0 });
+      carried = null;
+    }
+    const totals = () => ({ ...trainMeter.totals(), ampSkipped: amp.skipped, ampSteps: amp.steps, ampScale: amp.scale });
     // Reads the pending steps' metrics back (one synchronisation) and logs
     // them step by step, exactly as if each had been read at once.
     const drain = async () => {
@@ -238,7 +280,8 @@ export async function train(cfg: Config, log: (line: string) => void = console.l
       pending = [];
     };
     trainLoader.startEpoch(epoch - 1, pos.batch);
-    let lr = 0;
+    // The learning rate of the epoch's last step so far (a resume may start after it).
+    let lr = pos.batch > 0 ? lrAt(schedule, pos.step - 1) : 0;
     while (pos.batch < steps && !stop.requested) {
       const batch = await trainLoader.next();
       if (!batch) break;
@@ -249,14 +292,16 @@ export async function train(cfg: Config, log: (line: string) => void = console.l
       pos.step++;
       pos.batch++;
       if (pos.step === selfTerm && (termRank === null || termRank === cfg.rank)) Deno.kill(Deno.pid, "SIGTERM");
+      if (pos.step === selfKill) Deno.kill(Deno.pid, "SIGKILL");
       // Every replica reads back (and agrees on a stop) after the same steps.
       if (pos.step % every === 0 || pos.batch === steps) {
         await drain();
         if (stop instanceof AgreedStop) await stop.agree();
       }
+      if (lock?.lost) throw new Error(lock.lost);
       if (cfg.checkpointMinutes > 0 && performance.now() - lastSave > cfg.checkpointMinutes * 60_000) {
         await drain();
-        await save("last");
+        await save("last", totals());
         lastSave = performance.now();
       }
     }
@@ -264,13 +309,18 @@ export async function train(cfg: Config, log: (line: string) => void = console.l
     progress.done();
     const trainSecs = (performance.now() - t0) / 1000;
     log(summaryLine("train", cfg.rank, epoch, trainMeter.samples, trainSecs, trainMeter.mean()));
-    if (amp.steps > 0) {
-      log(scalerLine(cfg.rank, epoch, amp.skipped, amp.steps, amp.scale));
-      runLog.scalars(epoch, { "train_skipped-steps": amp.skipped, "train_loss-scale": amp.scale });
-    }
+    if (amp.steps > 0) log(scalerLine(cfg.rank, epoch, amp.skipped, amp.steps, amp.scale));
     const trainSkips = skippedLine("train", epoch, trainLoader.report());
     if (trainSkips) log(trainSkips);
-    if (stop.requested) break;
+    if (stop.requested) {
+      await save("last", totals());
+      break;
+    }
+    // The epoch's training is kept before anything else can fail (the
+    // epoch-end checkpoint below reuses this weights file).
+    await save("last", totals());
+    lastSave = performance.now();
+    if (amp.steps > 0) runLog.scalars(epoch, { "train_skipped-steps": amp.skipped, "train_loss-scale": amp.scale });
     const test = await testPass(epoch);
     if (cfg.knnMonitor > 0 && epoch % cfg.knnMonitor === 0) {
       const knn = await knnMonitor(trainer, cfg, common, classes.length);
@@ -290,14 +340,14 @@ export async function train(cfg: Config, log: (line: string) => void = console.l
       log(`Early stopping is triggered: loss: ${saver.bestLoss?.toFixed(4)} (no better test loss in ${BestSaver.PATIENCE + 1} epochs)`);
       const best = readSidecar(sidecarPath(cfg.modelDir, cfg.runName, "best"));
       if (best) {
-        await trainer.loadCheckpoint(join(cfg.modelDir, best.weights));
+        await loadWeights(trainer, cfg.modelDir, best);
         await testPass(epoch);
       }
       break;
     }
   }
   if (stop.requested) {
-    await save("last");
+    if (pos.batch === 0) await save("last");
     log(`saved the last checkpoint at epoch ${pos.epoch}, batch ${pos.batch}; run the same command to resume`);
     if (cfg.rank === 0 && stop.signal !== "SIGINT") {
       const requeued = await requeueUnderSlurm();
@@ -328,4 +378,29 @@ async function knnMonitor(
   const r = await trainer.classify(classes, { knn: { k: 200, temperature: 0.1 } });
   await trainer.clearFeatures();
   return r;
+}
+
+/**
+ * Takes the run's lock on rank 0 (train/runlock.ts); with several
+ * replicas, every rank learns whether it got it, so that a second copy
+ * stops on all ranks with rank 0's one-line reason.
+ */
+async function lockRun(cfg: Config, trainer: Trainer, log: (line: string) => void): Promise<RunLock | null> {
+  let lock: RunLock | null = null;
+  let refused: unknown = null;
+  if (cfg.rank === 0) {
+    try {
+      lock = RunLock.acquire(cfg.modelDir, cfg.runName, log);
+    } catch (e) {
+      refused = e;
+    }
+  }
+  if (cfg.worldSize > 1 && (await trainer.allReduce([refused ? 1 : 0], "max"))[0] > 0 && !refused) {
+    throw new Error(`rank 0 could not take the lock of run ${cfg.runName} (its error says why)`);
+  }
+  if (refused) {
+    lock?.release();
+    throw refused;
+  }
+  return lock;
 }

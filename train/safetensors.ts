@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { firstLine, writeFileAtomically } from "./files.ts";
 
 /** One tensor: its dtype name as safetensors spells it, shape, raw bytes. */
 export interface RawTensor {
@@ -15,7 +16,17 @@ export interface RawTensor {
 
 /** Every tensor of a file, by name (plus the optional string metadata). */
 export function readSafetensors(path: string): { tensors: Map<string, RawTensor>; metadata: Record<string, string> } {
-  const bytes = Deno.readFileSync(path);
+  let bytes: Uint8Array;
+  try {
+    bytes = Deno.readFileSync(path);
+  } catch (e) {
+    throw new Error(`cannot read ${path}: ${firstLine(e)}`);
+  }
+  return parseSafetensors(bytes, path);
+}
+
+/** The tensors of safetensors `bytes` read from `path` (named in errors). */
+export function parseSafetensors(bytes: Uint8Array, path: string): { tensors: Map<string, RawTensor>; metadata: Record<string, string> } {
   const fail = (why: string): never => {
     throw new Error(`${path} is not a safetensors file (${why})`);
   };
@@ -44,7 +55,7 @@ export function readSafetensors(path: string): { tensors: Map<string, RawTensor>
   return { tensors, metadata };
 }
 
-/** Writes tensors (in the given order) and optional metadata. */
+/** Writes tensors (in the given order) and optional metadata, atomically. */
 export function writeSafetensors(path: string, tensors: Iterable<[string, RawTensor]>, metadata?: Record<string, string>): void {
   const header: Record<string, unknown> = metadata ? { __metadata__: metadata } : {};
   const chunks: Uint8Array[] = [];
@@ -65,7 +76,7 @@ export function writeSafetensors(path: string, tensors: Iterable<[string, RawTen
     out.set(c, o);
     o += c.length;
   }
-  Deno.writeFileSync(path, out);
+  writeFileAtomically(path, out);
 }
 
 /** A float32 or int64 array as a tensor. */

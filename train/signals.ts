@@ -12,11 +12,13 @@ export class StopFlag {
   signal: Deno.Signal | null = null;
   #handlers: [Deno.Signal, () => void][] = [];
 
-  constructor(log: (line: string) => void = console.error) {
+  /** `beforeExit` runs before a second SIGINT exits (e.g. to remove a half-written checkpoint). */
+  constructor(log: (line: string) => void = console.error, beforeExit: () => void | Promise<void> = () => {}) {
     for (const sig of ["SIGINT", "SIGTERM", "SIGUSR1"] as Deno.Signal[]) {
-      const h = () => {
+      const h = async () => {
         if (this.signal === "SIGINT" && sig === "SIGINT") {
           log("SIGINT again: exiting now without saving");
+          await beforeExit();
           Deno.exit(130);
         }
         this.signal ??= sig;

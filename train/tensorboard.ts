@@ -96,23 +96,42 @@ export function tfRecord(data: Uint8Array): Uint8Array {
 
 let filesOpened = 0;
 
-/** Writes summaries to a fresh event file in `logdir`. */
+/** TensorBoard finds event files by this in their name. */
+export const EVENT_FILE = /^events\.out\.tfevents\./;
+
+/** Writes summaries to an event file in `logdir`. */
 export class EventWriter {
   #file: BufferedFile;
 
-  constructor(logdir: string) {
+  /**
+   * A fresh event file; or, with `resume`, the existing file `resume.name`
+   * cut to `resume.length` bytes (a record boundary), continued.
+   */
+  constructor(logdir: string, resume?: { name: string; length: number }) {
     // TensorBoard finds files by "tfevents" in the name; pid and a counter
-    // keep two writers in one folder (a resumed run) apart.
-    const name = `events.out.tfevents.${
+    // keep two writers in one folder apart.
+    const name = resume?.name ?? `events.out.tfevents.${
       Math.floor(Date.now() / 1000)
     }.${hostname()}.${Deno.pid}.${filesOpened++}`;
-    this.#file = new BufferedFile(join(logdir, name));
-    this.#write({ step: 0, fileVersion: "brain.Event:2" });
-    this.#file.flush();
+    this.#file = new BufferedFile(join(logdir, name), undefined, undefined, resume?.length);
+    if (this.#file.length === 0) {
+      this.#write({ step: 0, fileVersion: "brain.Event:2" });
+      this.#file.flush();
+    }
   }
 
   get path(): string {
     return this.#file.path;
+  }
+
+  /** See {@link BufferedFile.length}. */
+  get length(): number {
+    return this.#file.length;
+  }
+
+  /** Flushes to disk; returns the file's length. */
+  sync(): number {
+    return this.#file.sync();
   }
 
   scalar(tag: string, value: number, step: number): void {

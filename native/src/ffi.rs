@@ -351,15 +351,30 @@ pub unsafe extern "C" fn selfsup_trainer_load_weights(id: i64, path: *const u8, 
     on_trainer_with_path(id, path, len, |s, p| s.load_weights(&p.to_path_buf()))
 }
 
-/// Everything needed to resume (weights, target, optimizer, Polyak), written atomically.
+/// Everything needed to resume (weights, target, optimizer, Polyak),
+/// written atomically; the file's SHA-256 goes to `sha256` as 64 hex digits.
 #[no_mangle]
-pub unsafe extern "C" fn selfsup_trainer_save_checkpoint(id: i64, path: *const u8, len: usize) -> i64 {
-    on_trainer_with_path(id, path, len, |s, p| s.save_checkpoint(p))
+pub unsafe extern "C" fn selfsup_trainer_save_checkpoint(id: i64, path: *const u8, len: usize, sha256: *mut u8) -> i64 {
+    guard(|| {
+        let p = PathBuf::from(text(path, len)?);
+        let digest = trainer(id)?.call(move |s| s.save_checkpoint(&p))?;
+        if sha256.is_null() || digest.len() != 64 {
+            bail!("internal error: no room for the checkpoint's checksum");
+        }
+        write_text(&digest, sha256, 64);
+        Ok(0)
+    })
 }
 
+/// Restores a checkpoint; a non-empty `sha256` (hex) must match the file's.
 #[no_mangle]
-pub unsafe extern "C" fn selfsup_trainer_load_checkpoint(id: i64, path: *const u8, len: usize) -> i64 {
-    on_trainer_with_path(id, path, len, |s, p| s.load_checkpoint(p))
+pub unsafe extern "C" fn selfsup_trainer_load_checkpoint(id: i64, path: *const u8, len: usize, sha256: *const u8, sha_len: usize) -> i64 {
+    guard(|| {
+        let p = PathBuf::from(text(path, len)?);
+        let want = if sha_len == 0 { None } else { Some(text(sha256, sha_len)?.to_string()) };
+        trainer(id)?.call(move |s| s.load_checkpoint(&p, want.as_deref()))?;
+        Ok(0)
+    })
 }
 
 /// Backbone weights with torchvision's names (an export) into the online backbone.

@@ -9,20 +9,22 @@ use std::path::Path;
 use tch::Tensor;
 
 impl State {
-    /// Writes every tensor needed to resume to `path`, atomically.
-    pub fn save_checkpoint(&self, path: &Path) -> Result<()> {
+    /// Writes every tensor needed to resume to `path`, atomically;
+    /// returns the file's SHA-256 (hex).
+    pub fn save_checkpoint(&self, path: &Path) -> Result<String> {
         checkpoint::write_atomically(path, &self.model.checkpoint_tensors()?)
     }
 
-    pub fn load_checkpoint(&mut self, path: &Path) -> Result<()> {
-        let saved = checkpoint::read(path)?;
+    /// Restores a checkpoint; with `sha256`, only if the file has that checksum.
+    pub fn load_checkpoint(&mut self, path: &Path, sha256: Option<&str>) -> Result<()> {
+        let saved = checkpoint::read(path, sha256)?;
         self.model.restore(saved, path)
     }
 
     /// Loads backbone weights with torchvision's names (an export) into
     /// the online backbone; every backbone tensor must be present.
     pub fn load_backbone(&mut self, path: &Path) -> Result<()> {
-        let saved = checkpoint::read(path)?;
+        let saved = checkpoint::read(path, None)?;
         let vars = self.model.vs.variables();
         let _g = tch::no_grad_guard();
         for (name, var) in vars.iter().filter(|(n, _)| n.starts_with("backbone.")) {

@@ -23,7 +23,9 @@ pub struct ImageFolder {
 impl ImageFolder {
     /// torchvision.datasets.ImageFolder semantics: classes = sorted sub-folder names of `root`,
     /// samples = files with an image extension (case-insensitive) found recursively under each class folder
-    /// (symlinks followed), sorted by path within a class, classes in order.
+    /// (symlinks followed), sorted by path within a class, classes in order. One difference: a symlinked
+    /// folder is followed only when it leads inside its class folder, so a link such as `loop -> ..` cannot
+    /// add other classes' images to a class (torchvision would walk them, and loop forever on a cycle).
     pub fn scan(root: &Path) -> Result<ImageFolder> {
         match fs::metadata(root) {
             Ok(m) if m.is_dir() => {}
@@ -84,22 +86,24 @@ fn has_image_extension(name: &OsStr) -> bool {
 /// (Comparing whole paths instead would differ, e.g. for `b-c/` vs `b/`.)
 fn images_under(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut found: Vec<(PathBuf, OsString)> = Vec::new();
-    walk(dir, &mut Vec::new(), &mut found)?;
+    let class_root = fs::canonicalize(dir).map_err(|e| anyhow!("cannot resolve {}: {e}", dir.display()))?;
+    walk(dir, &class_root, &mut Vec::new(), &mut found)?;
     found.sort_by(|a, b| (a.0.as_os_str(), &a.1).cmp(&(b.0.as_os_str(), &b.1)));
     Ok(found.into_iter().map(|(parent, name)| parent.join(name)).collect())
 }
 
-/// Depth-first walk following directory symlinks. `ancestors` holds canonical paths of the
-/// directories being walked so a symlink cycle is skipped instead of recursing forever.
-fn walk(dir: &Path, ancestors: &mut Vec<PathBuf>, found: &mut Vec<(PathBuf, OsString)>) -> Result<()> {
+/// Depth-first walk following directory symlinks that stay inside `class_root` (canonical).
+/// `ancestors` holds canonical paths of the directories being walked so a symlink cycle is
+/// skipped instead of recursing forever.
+fn walk(dir: &Path, class_root: &Path, ancestors: &mut Vec<PathBuf>, found: &mut Vec<(PathBuf, OsString)>) -> Result<()> {
     let canonical = fs::canonicalize(dir).map_err(|e| anyhow!("cannot resolve {}: {e}", dir.display()))?;
-    if ancestors.contains(&canonical) {
+    if !canonical.starts_with(class_root) || ancestors.contains(&canonical) {
         return Ok(());
     }
     ancestors.push(canonical);
     for entry in entries(dir)? {
         if is_dir_following_links(&entry) {
-            walk(&entry.path(), ancestors, found)?;
+            walk(&entry.path(), class_root, ancestors, found)?;
         } else if has_image_extension(&entry.file_name()) {
             found.push((dir.to_path_buf(), entry.file_name()));
         }
@@ -134,6 +138,33 @@ mod tests {
             ("b/1.jpeg", 1), ("b/2.tiff", 1), ("c.d/link.jpg", 2), ("c.d/ok.ppm", 2)];
         want.retain(|(p, _)| cfg!(unix) || !p.contains("link"));
         assert_eq!(got, want.iter().map(|(p, c)| (PathBuf::from(p), *c)).collect::<Vec<_>>());
+        let _ = fs::remove_dir_all(&root);
+    }
+
+    /// A folder symlink out of a class folder (`loop -> ..`) must not pull other classes' images in;
+    /// one that stays inside is followed, as torchvision does.
+    #[cfg(unix)]
+    #[test]
+    fn symlinks_out_of_a_class_folder_are_not_followed() {
+        let root = temp_dir("scan_links");
+        for d in ["a/inner", "b", "elsewhere"] {
+            fs::create_dir_all(root.join(d)).expect("mkdir");
+        }
+        for f in ["a/1.png", "a/inner/2.png", "b/3.png", "b/4.png", "elsewhere/5.png"] {
+            fs::write(root.join(f), b"x").expect("write");
+        }
+        let link = |to: &str, at: &str| std::os::unix::fs::symlink(to, root.join(at)).expect("symlink");
+        link("..", "a/loop");
+        link("../../b", "a/inner/up");
+        link(&root.join("elsewhere").to_string_lossy(), "b/away");
+        link("inner", "a/same");
+        let ds = ImageFolder::scan(&root).expect("scan");
+        assert_eq!(ds.classes, ["a", "b", "elsewhere"]);
+        let of = |c: i64| -> Vec<String> {
+            ds.samples.iter().filter(|s| s.1 == c).map(|(p, _)| p.strip_prefix(&root).expect("in root").display().to_string()).collect()
+        };
+        assert_eq!(of(0), ["a/1.png", "a/inner/2.png", "a/same/2.png"]);
+        assert_eq!(of(1), ["b/3.png", "b/4.png"]);
         let _ = fs::remove_dir_all(&root);
     }
 
