@@ -116,7 +116,7 @@ Deno.test("a bad loader setting is a one-line NativeError naming the flag", asyn
 /** Common flags of a tiny CLI run. */
 function cliRun(data: string, models: string, extra: string[] = []): string[] {
   const tiny = "--num-replicas 1 --arch resnet18 --representation-size 512 --head-latent-size 32 " +
-    "--image-size-override 32 --batch-size 16 --epochs 1 --warmup 0 --seed 2";
+    "--image-size-override 32 --no-small-stem --batch-size 16 --epochs 1 --warmup 0 --seed 2";
   return [
     "train",
     "--data-dir",

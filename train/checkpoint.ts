@@ -14,6 +14,7 @@
 import { basename, dirname, join } from "node:path";
 import type { Config } from "../cli/config.ts";
 import type { Trainer } from "../ffi/native.ts";
+import type { PassMetrics } from "./loop.ts";
 
 export const FORMAT = "selfsup-checkpoint/1";
 
@@ -36,6 +37,16 @@ export interface Sidecar extends Position {
   weights: string;
   savedAt: string;
   config: Config;
+  /** The last finished epoch's numbers, which a finished run prints again. */
+  result?: EpochResult;
+}
+
+/** One epoch's means (test null without a test split) and whether accuracies mean anything. */
+export interface EpochResult {
+  epoch: number;
+  train: PassMetrics;
+  test: PassMetrics | null;
+  labelled: boolean;
 }
 
 export function sidecarPath(modelDir: string, runName: string, kind: "last" | "best"): string {
@@ -64,13 +75,19 @@ export async function writeFileAtomically(path: string, text: string): Promise<v
 }
 
 /** Saves a checkpoint of `kind`; returns the sidecar's path. */
-export async function saveCheckpoint(trainer: Trainer, cfg: Config, kind: "last" | "best", pos: Position): Promise<string> {
+export async function saveCheckpoint(
+  trainer: Trainer,
+  cfg: Config,
+  kind: "last" | "best",
+  pos: Position,
+  result?: EpochResult,
+): Promise<string> {
   await Deno.mkdir(cfg.modelDir, { recursive: true });
   const side = sidecarPath(cfg.modelDir, cfg.runName, kind);
   const previous = readSidecar(side);
   const weights = `${cfg.runName}.${kind}-${pos.step}.safetensors`;
   await trainer.saveCheckpoint(join(cfg.modelDir, weights));
-  const s: Sidecar = { format: FORMAT, kind, weights, savedAt: new Date().toISOString(), ...pos, config: cfg };
+  const s: Sidecar = { format: FORMAT, kind, weights, savedAt: new Date().toISOString(), ...pos, config: cfg, ...(result ? { result } : {}) };
   await writeFileAtomically(side, JSON.stringify(s, null, 1) + "\n");
   if (previous && previous.weights !== weights) {
     await Deno.remove(join(cfg.modelDir, previous.weights)).catch(() => {});
@@ -124,14 +141,13 @@ export function contradiction(cfg: Config, saved: Config): string | null {
   return null;
 }
 
-/** Restores the `last` checkpoint of this run, if any; returns its position. */
-export async function resume(trainer: Trainer, cfg: Config): Promise<Position | null> {
-  const side = sidecarPath(cfg.modelDir, cfg.runName, "last");
+/** Restores the checkpoint at `side` (default: this run's `last`), if any; returns its position. */
+export async function resume(trainer: Trainer, cfg: Config, side = sidecarPath(cfg.modelDir, cfg.runName, "last")): Promise<Position | null> {
   const s = readSidecar(side);
   if (!s) return null;
   const why = contradiction(cfg, s.config);
   if (why) throw new Error(why);
-  await trainer.loadCheckpoint(join(cfg.modelDir, s.weights));
+  await trainer.loadCheckpoint(join(dirname(side), s.weights));
   const { epoch, batch, step, bestLoss, sinceBest } = s;
   return { epoch, batch, step, bestLoss, sinceBest };
 }

@@ -33,7 +33,7 @@ def recipe(method, a):
     }
     features = 8 * a.base_width
     selfsup = [
-        "--method", method, "--data-dir", a.data, "--image-size-override", "28", "-a", "resnet18",
+        "--method", method, "--data-dir", a.data, "--image-size-override", "28", "--no-small-stem", "-a", "resnet18",
         "--base-width", str(a.base_width), "--representation-size", str(features),
         "--head-latent-size", "512", "--batch-size", str(a.batch_size), "--epochs", str(a.epochs), "--warmup", "1",
         "--optimizer", "momentum", "--lr", str(a.lr), "--weight-decay", "5e-4",
