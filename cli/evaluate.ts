@@ -15,7 +15,7 @@ import { type Classifier, type FeatureWeights, Loader, Trainer, version } from "
 import type { Sidecar } from "../train/checkpoint.ts";
 import { sidecarOf } from "../train/resume.ts";
 import { Progress } from "../train/progress.ts";
-import { type RawTensor, readSafetensors, writeSafetensors } from "../train/safetensors.ts";
+import { type RawTensor, readSafetensors, readShapes, writeSafetensors } from "../train/safetensors.ts";
 
 const WEIGHTS = ["online", "polyak", "target"];
 /** The `format` of an export's metadata. */
@@ -183,11 +183,13 @@ export async function evaluate(o: EvalOptions, how: Classifier, label: string): 
   requireLabels(layout, `eval ${label}`);
   const classes = layout.train.classes;
   const cuda = o.cuda !== false && version().cuda;
-  using trainer = await Trainer.create({ ...cfg, device: cuda ? "cuda" : "cpu", numClasses: classes.length, seed: cfg.seed ?? 0 });
-  if (o.checkpoint) {
-    const side = sidecarOf(o.checkpoint);
-    await trainer.loadCheckpoint(join(side.dir, side.weights));
-  } else await trainer.loadBackbone(o.backbone!);
+  const side = o.checkpoint ? sidecarOf(o.checkpoint) : null;
+  const weights = side ? join(side.dir, side.weights) : o.backbone!;
+  // The checkpoint's online probe keeps its own size (1 output without labels); scoring uses this data's classes.
+  const probe = side ? readShapes(weights).get("model.linear_classifier.weight")?.[0] : undefined;
+  using trainer = await Trainer.create({ ...cfg, device: cuda ? "cuda" : "cpu", numClasses: probe ?? classes.length, seed: cfg.seed ?? 0 });
+  if (side) await trainer.loadCheckpoint(weights);
+  else await trainer.loadBackbone(weights);
   const size = o.imageSizeOverride ?? cfg.imageSizeOverride;
   console.log(`${label} evaluation of ${o.checkpoint ?? o.backbone} (${cfg.arch}${cfg.smallStem ? ", small stem" : ""}) on ${dataDir} at ${size} px`);
   for (const split of ["train", "test"] as const) {

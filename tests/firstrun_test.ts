@@ -86,13 +86,19 @@ Deno.test("a first run: a flat folder of 32-px PNGs with --epochs 2 and nothing 
   assert.equal(c.runName, name);
   assert.equal(c.sources.batchSize, `config ${config}`);
 
-  // kNN evaluation needs labels
-  const knn = await cli(dir.path, ["eval", "knn", "--checkpoint", join(dir.path, ".models", `${name}.last.json`)]);
+  // kNN evaluation needs labels: not these, but a labelled folder's
+  const last = join(dir.path, ".models", `${name}.last.json`);
+  const knn = await cli(dir.path, ["eval", "knn", "--checkpoint", last]);
   assert.equal(knn.code, 1);
   assert.equal(
     knn.stderr.trim(),
     `selfsup: eval knn needs labelled train/ and test/ folders (one sub-folder of images per class): ${data} has no class folders`,
   );
+  const labelled = join(dir.path, "labelled");
+  await writeDemoDataset(labelled, { trainPerClass: 2, testPerClass: 1 });
+  const scored = await cli(dir.path, ["eval", "knn", "--checkpoint", last, "--data-dir", labelled, "--k", "3"]);
+  assert.equal(scored.code, 0, scored.stderr);
+  assert.match(scored.stdout, /^knn evaluation \(online weights, resnet18\): top-1 [\d.]+ %/m);
 });
 
 const TINY = ["--base-width", "8", "--head-latent-size", "16", "--nce-size", "8", "--workers-per-replica", "1"];
