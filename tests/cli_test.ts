@@ -26,7 +26,7 @@ Deno.test("--help shows each command's own defaults: the demo's are not train's"
   assert.match(train, /--lr <lr> .* \(default: simclr 0\.3, byol 0\.2\)/);
   assert.match(train, /--arch <name> .* \(default: resnet18 for images of 64 px or less, else resnet50\)/);
   assert.match(demo, /--batch-size <n> global batch size, split over replicas \(default: 128\)/);
-  assert.match(demo, /--epochs <n> number of epochs \(default: 6\)/);
+  assert.match(demo, /--epochs <n> number of epochs \(default: 12\)/);
   assert.match(demo, /--arch <name> .* \(default: resnet18\)/);
   assert.match(demo, /--no-cuda train on the CPU even when a GPU is present \(default: on\)/);
   assert.match(demo, /--data-dir <dir> .* \(default: \.datasets\/selfsup-demo\)/);
