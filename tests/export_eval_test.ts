@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { writeDemoDataset } from "../ffi/native.ts";
+import { Progress } from "../train/progress.ts";
 import { readSafetensors, writeSafetensors } from "../train/safetensors.ts";
 import { runCli, tempDir } from "./helpers.ts";
 
@@ -53,4 +54,13 @@ Deno.test("an export records how to use it; eval --backbone reads that and score
   const noSize = await runCli(["eval", "knn", "--backbone", bare, "--arch", "resnet18", "--data-dir", data]);
   assert.equal(noSize.code, 1);
   assert.equal(noSize.stderr, `selfsup: ${bare} has no selfsup metadata: give the image size it was trained at with --image-size-override\n`);
+});
+
+Deno.test("eval's progress bar: images per second and time left, no loss", () => {
+  let ms = 0;
+  const out: string[] = [];
+  const p = new Progress("features of train", 10, { tty: true, write: (t) => out.push(t), now: () => ms });
+  ms = 2000;
+  p.update(5, 1280);
+  assert.equal(out[0], "\r\x1b[2Kfeatures of train [############............] 5/10 | 640 img/s | eta 2s");
 });
