@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { runName as referenceRunName } from "./runname.ts";
+import { runName } from "./runname.ts";
 import { type Env, LaunchError, type LaunchSource, resolveLaunch } from "./launch.ts";
 
 export type Method = "simclr" | "byol";
@@ -108,11 +108,20 @@ export const METHOD_DEFAULTS: Record<Method, Partial<Settings>> = {
   byol: { lr: 0.2, headLatentSize: 4096 },
 };
 
-/** The reference programs' shared defaults (REFERENCE.md §1), SimCLR's where they differ. */
+/**
+ * The defaults: the reference programs' (REFERENCE.md §1, SimCLR's where
+ * they differ) except where one machine needs other values
+ * (docs/REFERENCE-DEVIATIONS.md, "Defaults"): a batch of 256, one replica
+ * per local GPU. Some defaults follow other settings or the data when
+ * nothing sets them (see {@link resolveLayers}): the image size, the stem,
+ * the backbone, the representation size, the warmup, the batch for tiny
+ * data sets. `--preset reference-simclr` / `reference-byol` restore the
+ * reference's values.
+ */
 export const DEFAULTS: Settings = {
   method: "simclr",
   task: "multi_augment_image_folder",
-  batchSize: 4096,
+  batchSize: 256,
   epochs: 3000,
   download: 1,
   imageSizeOverride: 224,
@@ -147,7 +156,7 @@ export const DEFAULTS: Settings = {
   earlyStop: false,
   visdomUrl: null,
   visdomPort: null,
-  numReplicas: 8,
+  numReplicas: 1,
   workersPerReplica: 2,
   distributedMaster: null,
   distributedRank: 0,
@@ -162,31 +171,6 @@ export const DEFAULTS: Settings = {
   noResume: false,
   checkpointMinutes: 30,
   knnMonitor: 0,
-};
-
-/**
- * The built-in demo: a ResNet-18 SimCLR on the generated 32-px shapes, on
- * CPU, in a few minutes. LARS's trust ratio (η = 0.001) moves weights by
- * about lr·η per step, far too little for ~250 steps, so the demo uses
- * SGD-momentum with a small batch (more steps per second of CPU).
- */
-export const DEMO: Partial<Settings> = {
-  dataDir: ".datasets/selfsup-demo",
-  arch: "resnet18",
-  representationSize: 512,
-  headLatentSize: 512,
-  imageSizeOverride: 32,
-  batchSize: 128,
-  epochs: 12,
-  lr: 0.05,
-  optimizer: "momentum",
-  weightDecay: 5e-4,
-  warmup: 1,
-  numReplicas: 1,
-  workersPerReplica: 2,
-  seed: 0,
-  noCuda: true,
-  uid: "demo",
 };
 
 /** Backbones and their pooled feature width. */
@@ -219,45 +203,104 @@ function fail(msg: string): never {
   throw new ConfigError(msg);
 }
 
+/** One source of settings: the flags, a `--config` file or a preset. */
+export interface Layer {
+  kind: "flag" | "file" | "preset";
+  /** How `--print-config`'s `sources` names it: `flag`, `config run.yaml`, `preset cifar-resnet18`. */
+  source: string;
+  settings: Partial<Settings>;
+}
+
+/** What the machine and the data say, for the defaults that follow them. */
+export interface Facts {
+  /** GPUs libtorch sees (0 on a CPU). */
+  gpus?: number;
+  /** The training split: its image count and a typical image's width and height. */
+  data?: { samples: number; imageSize: [number, number] | null };
+}
+
+/** Where each setting that is not a plain default came from. */
+export type Sources = Partial<Record<keyof Settings, string>>;
+
+/** Images of at most this many pixels a side get the 3x3 stem and ResNet-18 by default. */
+export const SMALL_IMAGES = 64;
+/** The largest default image size: larger images are cropped to this (the reference's size). */
+export const DEFAULT_MAX_IMAGE = 224;
+
 /**
- * The configuration from explicitly given settings (`given`) over a base
- * (defaults, or a preset): method-dependent defaults fill what was not
- * given, a flag of the other method is an error, then every check runs.
- * Rank, world size, master and port come from the flags, else from `env`
- * (torchrun's or SLURM's variables; the CLI passes the process's).
+ * The configuration from explicitly given settings (`given`, the flags)
+ * over a base (a preset): see {@link resolveLayers}.
  */
-export function resolve(given: Partial<Settings>, base: Partial<Settings> = {}, env: Env = {}): Config {
-  const method = given.method ?? base.method ?? DEFAULTS.method;
+export function resolve(given: Partial<Settings>, base: Partial<Settings> = {}, env: Env = {}, facts: Facts = {}): Config {
+  const layers: Layer[] = [{ kind: "flag", source: "flag", settings: given }, { kind: "preset", source: "preset", settings: base }];
+  return resolveLayers(layers, env, facts).config;
+}
+
+/**
+ * The configuration from `layers`, highest precedence first (flags, then
+ * a config file, then a preset), over the defaults; and where each
+ * setting came from. A flag of the other method is an error (in a file,
+ * when it differs from the default; a preset's are ignored). Settings that
+ * nothing gave follow the others, the data and the machine (`facts`);
+ * then every check runs. Rank, world size, master and port come from the
+ * flags, else from `env` (torchrun's or SLURM's variables; the CLI passes
+ * the process's), else the lower layers, else one replica per GPU.
+ */
+export function resolveLayers(layers: Layer[], env: Env = {}, facts: Facts = {}): { config: Config; sources: Sources } {
+  const flags = layers.find((l) => l.kind === "flag")?.settings ?? {};
+  const sources: Sources = {};
+  const pick = <K extends keyof Settings>(key: K): Settings[K] | undefined => {
+    const layer = layers.find((l) => l.settings[key] !== undefined);
+    if (!layer) return undefined;
+    sources[key] = layer.source;
+    return layer.settings[key] as Settings[K];
+  };
+  const method = pick("method") ?? DEFAULTS.method;
   if (method !== "simclr" && method !== "byol") fail(`--method must be simclr or byol, got ${method}`);
   const other: Method = method === "simclr" ? "byol" : "simclr";
-  for (const key of METHOD_ONLY[other]) {
-    if (given[key] !== undefined) fail(`--${kebab(key)} belongs to --method ${other}, not ${method}`);
+  for (const l of layers) {
+    for (const key of METHOD_ONLY[other]) {
+      const v = l.settings[key];
+      if (v === undefined || l.kind === "preset" || (l.kind === "file" && v === DEFAULTS[key])) continue;
+      const name = l.kind === "flag" ? `--${kebab(key)}` : `${l.source}: ${key}`;
+      fail(`${name} belongs to --method ${other}, not ${method}`);
+    }
   }
+  const s = { ...DEFAULTS, ...METHOD_DEFAULTS[method], method } as Settings;
+  const set = s as unknown as Record<string, unknown>;
+  for (const key of Object.keys(DEFAULTS) as (keyof Settings)[]) {
+    if (key === "method" || METHOD_ONLY[other].includes(key)) continue;
+    const v = pick(key);
+    if (v !== undefined) set[key] = v;
+  }
+  // Lower layers act as the launcher's base: the environment overrides them, not the flags.
+  const lower = Object.assign({}, ...layers.filter((l) => l.kind !== "flag").map((l) => l.settings).reverse());
+  const gpus = facts.gpus ?? 0;
   let launch;
   try {
-    launch = resolveLaunch(given, env, base, DEFAULTS);
+    launch = resolveLaunch(flags, env, lower, { numReplicas: Math.max(1, gpus), distributedPort: DEFAULTS.distributedPort });
   } catch (e) {
     throw e instanceof LaunchError ? new ConfigError(e.message) : e;
   }
-  const s = {
-    ...DEFAULTS,
-    ...METHOD_DEFAULTS[method],
-    ...base,
-    ...given,
-    method,
+  if (flags.numReplicas === undefined) {
+    const launcher = ["torchrun", "slurm", "slurm-array"].includes(launch.launchedBy) ? launch.launchedBy : undefined;
+    sources.numReplicas = launcher ?? sources.numReplicas ?? `one per GPU of this machine (${gpus})`;
+  }
+  Object.assign(s, {
     numReplicas: launch.worldSize,
     distributedRank: launch.rank,
     distributedMaster: launch.master,
     distributedPort: launch.port,
-  } as Settings;
+  });
+  followingDefaults(s, sources, facts);
   // --half is the reference's spelling of --precision fp16.
   if (s.half && s.precision !== "fp16") {
-    if ((given.precision ?? base.precision) !== undefined) fail(`--half means --precision fp16; it contradicts --precision ${s.precision}`);
+    if (sources.precision !== undefined) fail(`--half means --precision fp16; it contradicts --precision ${s.precision}`);
     s.precision = "fp16";
   }
   s.half = s.precision === "fp16";
   validate(s);
-  return {
+  const config: Config = {
     ...s,
     worldSize: launch.worldSize,
     rank: launch.rank,
@@ -267,9 +310,52 @@ export function resolve(given: Partial<Settings>, base: Partial<Settings> = {}, 
     port: launch.port,
     launchedBy: launch.launchedBy,
     batchSizePerReplica: s.batchSize / s.numReplicas,
-    // runName divides the batch per replica itself, as the reference names runs.
-    runName: referenceRunName(s),
+    runName: runName(s),
   };
+  return { config, sources };
+}
+
+/**
+ * The defaults that follow other settings, the data or the machine, for
+ * each setting nothing gave (`sources` says which were given; the
+ * reason for each filled one is added there).
+ */
+function followingDefaults(s: Settings, sources: Sources, facts: Facts): void {
+  const fill = <K extends keyof Settings>(key: K, value: Settings[K], why: string) => {
+    if (sources[key] !== undefined) return;
+    s[key] = value;
+    sources[key] = why;
+  };
+  const size = facts.data?.imageSize;
+  if (size) {
+    fill("imageSizeOverride", Math.min(DEFAULT_MAX_IMAGE, ...size), `the data's images (${size[0]}x${size[1]})`);
+  }
+  if (s.imageSizeOverride <= SMALL_IMAGES) {
+    const why = `images of ${SMALL_IMAGES} px or less`;
+    fill("smallStem", true, why);
+    fill("arch", "resnet18", why);
+  }
+  if (s.arch in ARCHS && Number.isInteger(s.baseWidth) && s.baseWidth > 0) {
+    const width = s.baseWidth === 64 ? "" : ` at --base-width ${s.baseWidth}`;
+    fill("representationSize", featureSize(s.arch, s.baseWidth), `${s.arch}'s features${width}`);
+  }
+  if (Number.isInteger(s.epochs) && s.epochs > 0) {
+    fill("warmup", Math.min(DEFAULTS.warmup, Math.floor(s.epochs / 10)), `10 % of --epochs ${s.epochs}, at most ${DEFAULTS.warmup}`);
+  }
+  const replicas = s.numReplicas;
+  if (sources.batchSize === undefined && Number.isInteger(replicas) && replicas > 0) {
+    // A whole batch per replica; tiny data sets get the largest power of two that fits.
+    let perReplica = Math.floor(DEFAULTS.batchSize / replicas);
+    const samples = facts.data?.samples;
+    const have = samples === undefined ? Infinity : Math.ceil(samples / replicas);
+    if (have < 2) fail(`${samples} training image${samples === 1 ? "" : "s"} for ${replicas} replica${replicas === 1 ? "" : "s"}: a batch needs at least 2 per replica`);
+    if (have < perReplica) perReplica = 2 ** Math.floor(Math.log2(Math.max(1, have)));
+    if (perReplica * replicas !== DEFAULTS.batchSize) {
+      fill("batchSize", perReplica * replicas, have < Infinity && have < DEFAULTS.batchSize / replicas
+        ? `the largest power of two per replica that ${samples} training images fill`
+        : `${DEFAULTS.batchSize} split evenly over ${replicas} replicas`);
+    }
+  }
 }
 
 function positiveInt(s: Settings, key: keyof Settings): void {

@@ -1,19 +1,24 @@
 /**
- * `selfsup export` (a checkpoint's backbone with torchvision's key names)
- * and `selfsup eval linear|knn` (a frozen backbone judged on an
- * ImageFolder's train/ and test/ splits).
+ * `selfsup export` (a checkpoint's backbone with torchvision's key names,
+ * plus what is needed to use it again: method, backbone, stem, width,
+ * image size, epoch) and `selfsup eval linear|knn` (a frozen backbone
+ * judged on a labelled folder's train/ and test/ splits).
  *
  * @module
  */
 import { type Command, Option } from "commander";
 import { basename, dirname, join } from "node:path";
 import { ARCHS, type Config, ConfigError, featureSize, resolve } from "./config.ts";
+import { dataLayout, loaderFolder, requireLabels } from "./data.ts";
 import { float, int } from "./flags.ts";
-import { type Classifier, type FeatureWeights, Loader, scanFolder, Trainer, version } from "../ffi/native.ts";
+import { type Classifier, type FeatureWeights, Loader, Trainer, version } from "../ffi/native.ts";
+import { Progress } from "../train/progress.ts";
 import { checkWeights, readSidecar, type Sidecar } from "../train/checkpoint.ts";
-import { parseSafetensors, type RawTensor, writeSafetensors } from "../train/safetensors.ts";
+import { parseSafetensors, type RawTensor, readSafetensors, readShapes, writeSafetensors } from "../train/safetensors.ts";
 
 const WEIGHTS = ["online", "polyak", "target"];
+/** The `format` of an export's metadata. */
+export const EXPORT_FORMAT = "selfsup-backbone/1";
 
 /**
  * A checkpoint given as its sidecar (.json: the weights file it names) or
@@ -81,27 +86,51 @@ function refuseOverwrite(out: string, checkpoint: string): void {
   }
 }
 
+/** An export's metadata (safetensors metadata values are strings). */
+export function exportMetadata(side: Sidecar, weights: FeatureWeights): Record<string, string> {
+  const c = side.config;
+  return {
+    format: EXPORT_FORMAT,
+    method: c.method,
+    arch: c.arch,
+    smallStem: String(c.smallStem),
+    baseWidth: String(c.baseWidth ?? 64),
+    representationSize: String(c.representationSize),
+    imageSize: String(c.imageSizeOverride),
+    // The epochs the weights have finished (a checkpoint saved mid-epoch counts the ones before).
+    epoch: String(side.epoch - 1),
+    weights,
+    run: c.runName,
+    dataDir: c.dataDir,
+  };
+}
+
 export function registerEvalCommands(prog: Command): void {
   prog.command("export <checkpoint> <out>")
-    .description("write a checkpoint's backbone as safetensors with torchvision's key names (loads into torchvision.models.<arch>() with strict=False, missing only fc.*)")
+    .description("write a checkpoint's backbone as safetensors with torchvision's key names (loads into torchvision.models.<arch>() with strict=False, missing only fc.*); the metadata records method, arch, stem, width, image size and epoch, which eval --backbone reads")
     .addOption(new Option("--weights <which>", "online, polyak (Polyak average) or target (BYOL)").choices(WEIGHTS).default("online"))
     .action((checkpoint: string, out: string, o: { weights: FeatureWeights }) => {
       refuseOverwrite(out, checkpoint);
       const { tensors, side } = backboneTensors(checkpoint, o.weights);
-      writeSafetensors(out, tensors, { arch: side.config.arch, method: side.config.method, weights: o.weights, run: side.config.runName });
-      console.log(`wrote ${tensors.length} ${side.config.arch} tensors (${o.weights} weights) to ${out}`);
+      const meta = exportMetadata(side, o.weights);
+      writeSafetensors(out, tensors, meta);
+      console.log(
+        `wrote ${tensors.length} ${meta.arch} tensors (${o.weights} weights, epoch ${meta.epoch}, ${meta.imageSize} px${
+          side.config.smallStem ? ", small stem" : ""
+        }) to ${out}`,
+      );
     });
 
-  const evalCmd = prog.command("eval").description("evaluate a frozen backbone on an ImageFolder (train/ to fit, test/ to score)");
+  const evalCmd = prog.command("eval").description("evaluate a frozen backbone on a labelled folder (train/ to fit, test/ to score)");
   const common = (c: Command) =>
     c.option("--checkpoint <path>", "a checkpoint (<run>.last.json / .best.json)")
-      .option("--backbone <path>", "or an export (torchvision key names); needs --arch")
-      .option("-a, --arch <name>", "backbone of --backbone")
-      .option("--small-stem", "the --backbone uses the small stem")
-      .option("--base-width <n>", "the --backbone's stem channels (default: 64)", int("--base-width"), 64)
+      .option("--backbone <path>", "or an export (selfsup export): its metadata gives the backbone; torchvision weights need --arch and --image-size-override")
+      .option("-a, --arch <name>", "backbone of a --backbone without metadata")
+      .option("--small-stem", "a --backbone without metadata uses the 3x3 stem")
+      .option("--base-width <n>", "stem channels of a --backbone without metadata (default: 64)", int("--base-width"))
       .addOption(new Option("--weights <which>", "online, polyak or target (BYOL)").choices(WEIGHTS).default("online"))
-      .requiredOption("--data-dir <dir>", "folder holding train/ and test/")
-      .option("--image-size-override <px>", "resize size (default: the checkpoint's)", int("--image-size-override"))
+      .option("--data-dir <dir>", "labelled train/ and test/ (default: the checkpoint's or export's data folder)")
+      .option("--image-size-override <px>", "resize size (default: the checkpoint's or export's)", int("--image-size-override"))
       .option("--batch-size <n>", "feature extraction batch", int("--batch-size"), 256)
       .option("--workers-per-replica <n>", "loader threads", int("--workers-per-replica"), 2)
       .option("--no-cuda", "use the CPU even when a GPU is present");
@@ -128,48 +157,106 @@ interface EvalOptions {
   backbone?: string;
   arch?: string;
   smallStem?: boolean;
-  baseWidth: number;
+  baseWidth?: number;
   weights: FeatureWeights;
-  dataDir: string;
+  dataDir?: string;
   imageSizeOverride?: number;
   batchSize: number;
   workersPerReplica: number;
   cuda: boolean;
 }
 
-/** The model settings: a checkpoint's, or an export's --arch. */
-function modelConfig(o: EvalOptions): Config {
+const MODEL_FLAGS = [["arch", "--arch"], ["smallStem", "--small-stem"], ["baseWidth", "--base-width"]] as const;
+
+/**
+ * The model of a checkpoint, or of an export: from its metadata, else
+ * from --arch, --small-stem, --base-width and --image-size-override; and
+ * the data folder it was trained on, when known.
+ */
+function modelConfig(o: EvalOptions): { cfg: Config; dataDir?: string } {
   if (o.checkpoint && o.backbone) throw new ConfigError("give --checkpoint or --backbone, not both");
-  if (o.checkpoint) return checkpointOf(o.checkpoint).side.config;
-  if (!o.backbone) throw new ConfigError("give --checkpoint <sidecar> or --backbone <export> --arch <name>");
-  if (!o.arch || !(o.arch in ARCHS)) throw new ConfigError(`--backbone needs --arch, one of ${Object.keys(ARCHS).join(", ")}`);
-  return resolve({ arch: o.arch, baseWidth: o.baseWidth, representationSize: featureSize(o.arch, o.baseWidth), smallStem: !!o.smallStem, numReplicas: 1 });
+  if (o.checkpoint) {
+    for (const [key, flag] of MODEL_FLAGS) {
+      if (o[key] !== undefined) throw new ConfigError(`--checkpoint records its backbone; drop ${flag}`);
+    }
+    const cfg = checkpointOf(o.checkpoint).side.config;
+    return { cfg, dataDir: cfg.dataDir };
+  }
+  if (!o.backbone) throw new ConfigError("give --checkpoint <sidecar> or --backbone <export>");
+  const meta = readSafetensors(o.backbone).metadata;
+  if (meta.format === EXPORT_FORMAT) {
+    for (const [key, flag] of MODEL_FLAGS) {
+      if (o[key] !== undefined && String(o[key]) !== meta[key]) {
+        throw new ConfigError(`${o.backbone}'s metadata says ${key} ${meta[key]}; drop ${flag} ${o[key]}`);
+      }
+    }
+    const cfg = resolve({
+      arch: meta.arch,
+      baseWidth: Number(meta.baseWidth),
+      smallStem: meta.smallStem === "true",
+      imageSizeOverride: Number(meta.imageSize),
+      dataDir: meta.dataDir,
+      numReplicas: 1,
+    });
+    return { cfg, dataDir: meta.dataDir };
+  }
+  if (!o.arch || !(o.arch in ARCHS)) {
+    throw new ConfigError(`${o.backbone} has no selfsup metadata: give its backbone with --arch (${Object.keys(ARCHS).join(", ")})`);
+  }
+  if (o.imageSizeOverride === undefined) {
+    throw new ConfigError(`${o.backbone} has no selfsup metadata: give the image size it was trained at with --image-size-override`);
+  }
+  const baseWidth = o.baseWidth ?? 64;
+  const cfg = resolve({
+    arch: o.arch,
+    baseWidth,
+    representationSize: featureSize(o.arch, baseWidth),
+    smallStem: !!o.smallStem,
+    imageSizeOverride: o.imageSizeOverride,
+    numReplicas: 1,
+  });
+  return { cfg };
 }
 
-/** Extracts features of both splits, fits and scores; prints one result line and returns it. */
+/** Extracts features of both splits (with progress), fits and scores; prints one result line and returns it. */
 export async function evaluate(o: EvalOptions, how: Classifier, label: string): Promise<{ top1: number; top5: number }> {
-  const cfg = modelConfig(o);
-  const { classes } = scanFolder(join(o.dataDir, "train"));
+  const model = modelConfig(o);
+  const cfg = model.cfg;
+  const dataDir = o.dataDir ?? model.dataDir;
+  if (!dataDir) throw new ConfigError(`${o.backbone} does not record its data folder: give a labelled one with --data-dir`);
+  const layout = dataLayout(dataDir);
+  requireLabels(layout, `eval ${label}`);
+  const classes = layout.train.classes;
   const cuda = o.cuda !== false && version().cuda;
-  using trainer = await Trainer.create({ ...cfg, device: cuda ? "cuda" : "cpu", numClasses: classes.length, seed: cfg.seed ?? 0 });
-  if (o.checkpoint) {
-    const { file, sha256 } = checkpointOf(o.checkpoint);
-    await trainer.loadCheckpoint(file, sha256);
-  }
-  else await trainer.loadBackbone(o.backbone!);
+  const ck = o.checkpoint ? checkpointOf(o.checkpoint) : null;
+  const weights = ck ? ck.file : o.backbone!;
+  // The checkpoint's online probe keeps its own size (1 output without labels); scoring uses this data's classes.
+  const probe = ck ? readShapes(weights).get("model.linear_classifier.weight")?.[0] : undefined;
+  using trainer = await Trainer.create({ ...cfg, device: cuda ? "cuda" : "cpu", numClasses: probe ?? classes.length, seed: cfg.seed ?? 0 });
+  if (ck) await trainer.loadCheckpoint(ck.file, ck.sha256);
+  else await trainer.loadBackbone(weights);
   const size = o.imageSizeOverride ?? cfg.imageSizeOverride;
+  console.log(`${label} evaluation of ${o.checkpoint ?? o.backbone} (${cfg.arch}${cfg.smallStem ? ", small stem" : ""}) on ${dataDir} at ${size} px`);
   for (const split of ["train", "test"] as const) {
     using loader = await Loader.create({
-      dataDir: o.dataDir,
-      split,
+      ...loaderFolder(layout[split]!),
       batchSize: o.batchSize,
       imageSize: size,
       augment: false,
       workers: o.workersPerReplica,
     });
+    const progress = new Progress(`features of ${split}`, loader.length);
     loader.startEpoch(0);
-    for (let b = await loader.next(); b; b = await loader.next()) await trainer.embed(b, split, o.weights);
+    let [done, images] = [0, 0];
+    for (let b = await loader.next(); b; b = await loader.next()) {
+      await trainer.embed(b, split, o.weights);
+      images = Math.min(layout[split]!.samples, images + o.batchSize);
+      progress.update(++done, images);
+    }
+    progress.done();
   }
+  const fitting = "linear" in how ? `a linear classifier (${how.linear.epochs} epochs)` : `${how.knn.k}-nearest neighbours`;
+  console.log(`fitting ${fitting} on ${layout.train.samples} train features, scoring ${layout.test!.samples} test images`);
   const r = await trainer.classify(classes.length, how);
   console.log(`${label} evaluation (${o.weights} weights, ${cfg.arch}): top-1 ${r.top1.toFixed(2)} %, top-5 ${r.top5.toFixed(2)} %`);
   return r;

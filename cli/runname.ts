@@ -1,17 +1,25 @@
 /**
  * The run name: one string that keys a run's log folder, weights and
- * checkpoints, built the way the reference's `helpers.utils.get_name`
- * builds it (REFERENCE.md §6), so a run of selfsup and a run of the
- * reference with the same flags get the same name.
+ * checkpoints. Without `--uid` it is short, `<method>-<arch>-<data
+ * folder>-<8 hex digits>`, the digits a hash of the settings that make the
+ * run; with `--uid` it is built the way the reference's
+ * `helpers.utils.get_name` builds it (REFERENCE.md §6): the uid, then
+ * abbreviated settings, so a run of selfsup and a run of the reference
+ * with the same flags get the same name.
  *
  * ```ts
- * runName({ ...DEFAULTS, numReplicas: 1 });
+ * runName({ ...DEFAULTS, dataDir: "/data/cifar10" });                   // "simclr-r50-cifar10-1b5e0c7a"
+ * referenceName({ ...referenceDefaults, uid: "", numReplicas: 1 });
  * // "_tmaimfolder_bs4096_e3000_iso224_ar50_rs2048_ns128_hls1024_nt0.1_cjs1_wd1e-06_l0.3_luscos_w10_olmom_nr1"
  * ```
+ *
+ * --epochs is not part of a run's identity ({@link runIdentity}): raising
+ * it continues the same run.
  *
  * @module
  */
 import { createHash } from "node:crypto";
+import { basename } from "node:path";
 import type { Config } from "./config.ts";
 
 /** The longest name: the reference asserts `len(name) < 251`. */
@@ -129,8 +137,36 @@ function formatNumber(x: number): string {
   return Number.isInteger(x) ? BigInt(x).toString() : pythonFloat(x);
 }
 
+type Named = Readonly<Partial<Config>> | Readonly<Record<string, unknown>>;
+
+/** The run name of `config`: the reference's with a `--uid`, else {@link shortName}. */
+export function runName(config: Named): string {
+  const c = config as Readonly<Record<string, unknown>>;
+  return c.uid ? referenceName(c) : shortName(c);
+}
+
 /**
- * The run name of `config` (keys absent from it are skipped, as zero
+ * What makes two runs the same run: the settings of the reference's name
+ * except --epochs, so that a run can be continued with more epochs.
+ */
+export function runIdentity(config: Named): string {
+  return referenceName({ ...config, uid: "", epochs: 0 });
+}
+
+/**
+ * `<method>-<arch>-<data folder>-<hash>`: readable at a glance, unique by
+ * the first 8 hex digits of the SHA-1 of {@link runIdentity}.
+ */
+export function shortName(config: Named): string {
+  const c = config as Readonly<Record<string, unknown>>;
+  const arch = String(c.arch ?? "resnet50").replace("wide_resnet", "wr").replace("resnet", "r");
+  const data = basename(String(c.dataDir ?? "")).replace(/^\.+/, "").replace(/[^A-Za-z0-9._+=-]/g, "-").slice(0, 32) || "data";
+  const hash = createHash("sha1").update(runIdentity(c)).digest("hex").slice(0, 8);
+  return `${c.method === "byol" ? "byol" : "simclr"}-${arch}-${data}-${hash}`;
+}
+
+/**
+ * The reference's run name of `config` (keys absent from it are skipped, as zero
  * values are): `<uid>_` followed by `<abbreviation><value>` for each
  * setting, joined with `_`, then the reference's replacements. The batch
  * size is the per-replica one, as the reference divides it in place
@@ -142,7 +178,7 @@ function formatNumber(x: number): string {
  * plus the first 8 hex digits of the full name's SHA-1, so it stays
  * unique and the same for the same settings.
  */
-export function runName(config: Readonly<Partial<Config>> | Readonly<Record<string, unknown>>): string {
+export function referenceName(config: Named): string {
   const c = config as Readonly<Record<string, unknown>>;
   const method: Method = c.method === "byol" ? "byol" : "simclr";
   const replicas = typeof c.numReplicas === "number" && c.numReplicas > 1 ? c.numReplicas : 1;

@@ -45,8 +45,17 @@ export async function writeDemoDataset(
   );
 }
 
-/** Classes (sorted folder names) and image count of an ImageFolder split. */
-export function scanFolder(path: string): { classes: string[]; samples: number } {
+/** What a scan of an image folder finds (native/src/data/imagefolder.rs). */
+export interface FolderScan {
+  /** Class names (sorted sub-folder names); none for a folder of unlabelled images. */
+  classes: string[];
+  samples: number;
+  /** Width and height of a typical image (the median of a few headers), or null when none could be read. */
+  imageSize: [number, number] | null;
+}
+
+/** Classes, image count and typical image size of an ImageFolder split, or of a folder of unlabelled images. */
+export function scanFolder(path: string): FolderScan {
   const p = utf8(path);
   return JSON.parse(readText((b, c) => native().selfsup_scan_folder(p, BigInt(p.length), b, c)));
 }
@@ -91,8 +100,9 @@ export class Batch extends Handle {
 
 /** Settings of a loader; see native/src/data/loader.rs. */
 export interface LoaderConfig {
+  /** The folder holding the split, and the split's folder in it (train, test, valid; any folder of images). */
   dataDir: string;
-  split: "train" | "test" | "valid";
+  split: string;
   batchSize: number;
   imageSize: number;
   augment: boolean;

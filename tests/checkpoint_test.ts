@@ -11,7 +11,7 @@ import { python, runCli, runPython, tempDir } from "./helpers.ts";
 
 const base = [
   "train", "--method", "byol", "--num-replicas", "1", "--arch", "resnet18", "--representation-size", "512",
-  "--head-latent-size", "64", "--projection-size", "32", "--image-size-override", "32", "--batch-size", "32",
+  "--head-latent-size", "64", "--projection-size", "32", "--image-size-override", "32", "--no-small-stem", "--batch-size", "32",
   "--epochs", "2", "--warmup", "1", "--seed", "3", "--polyak-ema", "0.9", "--uid", "resume", "--no-cuda",
 ];
 
@@ -124,7 +124,7 @@ Deno.test({
     const models = join(dir.path, "models");
     const r = await runCli([
       "train", "--num-replicas", "1", "-a", "resnet18", "--representation-size", "512", "--head-latent-size", "32",
-      "--image-size-override", "32", "--batch-size", "16", "--epochs", "2", "--warmup", "1", "--data-dir", data,
+      "--image-size-override", "32", "--no-small-stem", "--batch-size", "16", "--epochs", "2", "--warmup", "1", "--data-dir", data,
       "--model-dir", models, "--log-dir", join(dir.path, "runs"), "--no-cuda",
     ]);
     assert.equal(r.code, 0, r.stderr);

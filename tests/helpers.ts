@@ -22,14 +22,16 @@ export async function runPython(script: string, args: string[]): Promise<string>
   return new TextDecoder().decode(out.stdout);
 }
 
-/** Runs the selfsup CLI as a subprocess (same environment, plus `env`). */
+/** Runs the selfsup CLI as a subprocess (same environment, plus `env`; in `cwd` when given). */
 export async function runCli(
   args: string[],
   env: Record<string, string> = {},
+  cwd?: string,
 ): Promise<{ code: number; stdout: string; stderr: string }> {
   const out = await new Deno.Command(Deno.execPath(), {
     args: ["run", "--allow-all", "--quiet", join(import.meta.dirname!, "..", "cli", "main.ts"), ...args],
     env,
+    cwd,
     stdout: "piped",
     stderr: "piped",
   }).output();

@@ -33,6 +33,7 @@ async function tinyRun(dir: string, extra: string[] = []) {
     "32",
     "--image-size-override",
     "32",
+    "--no-small-stem",
     "--batch-size",
     "32",
     "--epochs",

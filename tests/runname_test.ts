@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
-import { DEFAULTS } from "../cli/config.ts";
-import { abbreviation, MAX_RUN_NAME, pythonFloat, runName } from "../cli/runname.ts";
+import { resolve } from "../cli/config.ts";
+import { PRESETS } from "../cli/presets.ts";
+import { abbreviation, MAX_RUN_NAME, pythonFloat, referenceName, runIdentity, runName } from "../cli/runname.ts";
 
 // The reference programs' defaults (REFERENCE.md §1), written out here so
 // the examples do not depend on how selfsup's Config grows.
@@ -55,14 +56,14 @@ const BYOL_REFERENCE = (({ nceSize: _n, nceTemperature: _t, ...rest }) => ({
 
 Deno.test("run name: the reference's verified SimCLR default name (REFERENCE.md §6)", () => {
   assert.equal(
-    runName(SIMCLR_REFERENCE),
+    referenceName(SIMCLR_REFERENCE),
     "_tmaimfolder_bs4096_e3000_iso224_ar50_rs2048_ns128_hls1024_nt0.1_cjs1_wd1e-06_l0.3_luscos_w10_olmom_nr1",
   );
 });
 
 Deno.test("run name: the reference's verified BYOL default name (REFERENCE.md §6)", () => {
   assert.equal(
-    runName(BYOL_REFERENCE),
+    referenceName(BYOL_REFERENCE),
     "_tmaimfolder_bs4096_e3000_iso224_ar50_rs2048_ps256_hls4096_bd0.996_cjs1_wd1e-06_l0.2_luscos_w10_olmom_nr1",
   );
 });
@@ -88,12 +89,30 @@ Deno.test("run name: the SLURM example uses the per-replica batch size", () => {
   );
 });
 
-Deno.test("run name: selfsup's defaults are the reference's, so they name the same run", () => {
-  assert.equal(runName({ ...DEFAULTS, numReplicas: 1 }), runName(SIMCLR_REFERENCE));
+Deno.test("run name: the reference presets name runs as the reference does", () => {
+  for (const [preset, reference] of [["reference-simclr", SIMCLR_REFERENCE], ["reference-byol", BYOL_REFERENCE]] as const) {
+    const c = resolve({ numReplicas: 1, uid: "r" }, PRESETS[preset].settings);
+    // The BYOL preset keeps the reference's whole-batch loss too, which selfsup's name spells out.
+    const extra = preset === "reference-byol" ? "_blreference" : "";
+    assert.equal(c.runName, referenceName({ ...reference, uid: "r" }) + extra);
+  }
+});
+
+Deno.test("run name without --uid: short, no leading _, the same for more epochs, another for other settings", () => {
+  const base = { numReplicas: 1, dataDir: "/data/My Photos/" };
+  const c = resolve(base);
+  assert.match(c.runName, /^simclr-r50-My-Photos-[0-9a-f]{8}$/);
+  assert.equal(resolve({ ...base, epochs: 5000 }).runName, c.runName, "epochs are not part of a run's identity");
+  assert.notEqual(resolve({ ...base, lr: 0.1 }).runName, c.runName);
+  assert.notEqual(resolve({ ...base, dataDir: "/data/other" }).runName, c.runName);
+  assert.match(resolve({ ...base, method: "byol", arch: "wide_resnet50_2" }).runName, /^byol-wr50_2-My-Photos-/);
+  assert.equal(runIdentity({ ...SIMCLR_REFERENCE, epochs: 1 }), runIdentity({ ...SIMCLR_REFERENCE, epochs: 7 }));
+  // With a --uid the name is the reference's, epochs included.
+  assert.match(resolve({ ...base, uid: "exp" }).runName, /^exp_tmaimfolder_bs256_e3000_/);
 });
 
 Deno.test("run name: non-default values appear, zero values and blacklisted settings do not", () => {
-  const name = runName({
+  const name = referenceName({
     ...SIMCLR_REFERENCE,
     seed: 7,
     clip: 0.5,
@@ -112,20 +131,20 @@ Deno.test("run name: non-default values appear, zero values and blacklisted sett
   assert.ok(name.endsWith("_ss1"), name);
   assert.ok(!name.includes("elsewhere") && !name.includes("wpr"), name);
   // selfsup's own BYOL loss flag appears only when it is not the default.
-  assert.equal(runName({ ...BYOL_REFERENCE, byolLoss: "paper" }), runName(BYOL_REFERENCE));
-  assert.ok(runName({ ...BYOL_REFERENCE, byolLoss: "reference" }).endsWith("_nr1_blreference"));
+  assert.equal(referenceName({ ...BYOL_REFERENCE, byolLoss: "paper" }), referenceName(BYOL_REFERENCE));
+  assert.ok(referenceName({ ...BYOL_REFERENCE, byolLoss: "reference" }).endsWith("_nr1_blreference"));
   // Per-view augmentation probabilities: left out at their defaults, else both values.
   assert.equal(
-    runName({ ...SIMCLR_REFERENCE, blurProb: [0.5, 0.5], solarizeProb: [0, 0] }),
-    runName(SIMCLR_REFERENCE),
+    referenceName({ ...SIMCLR_REFERENCE, blurProb: [0.5, 0.5], solarizeProb: [0, 0] }),
+    referenceName(SIMCLR_REFERENCE),
   );
   assert.ok(
-    runName({ ...BYOL_REFERENCE, blurProb: [1, 0.1], solarizeProb: [0, 0.2] }).endsWith(
+    referenceName({ ...BYOL_REFERENCE, blurProb: [1, 0.1], solarizeProb: [0, 0.2] }).endsWith(
       "_nr1_bp1+0.1_sp0+0.2",
     ),
   );
   // Missing keys are skipped like zero values.
-  assert.equal(runName({ uid: "x", epochs: 5 }), "x_e5");
+  assert.equal(referenceName({ uid: "x", epochs: 5 }), "x_e5");
 });
 
 Deno.test("run name: unsafe characters become '-' and long names are cut with a hash", () => {

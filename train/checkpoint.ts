@@ -24,6 +24,7 @@ import { createHash } from "node:crypto";
 import type { Config } from "../cli/config.ts";
 import type { Trainer } from "../ffi/native.ts";
 import { firstLine, tempPath, writeFileAtomically } from "./files.ts";
+import type { PassMetrics } from "./loop.ts";
 
 export { writeFileAtomically };
 
@@ -60,6 +61,16 @@ export interface Sidecar extends Position {
   train?: Accumulators;
   /** The log files' lengths at the commit (absent on ranks that do not log). */
   logs?: LogMarks;
+  /** The last finished epoch's numbers, which a finished run prints again. */
+  result?: EpochResult;
+}
+
+/** One epoch's means (test null without a test split) and whether accuracies mean anything. */
+export interface EpochResult {
+  epoch: number;
+  train: PassMetrics;
+  test: PassMetrics | null;
+  labelled: boolean;
 }
 
 export function sidecarPath(modelDir: string, runName: string, kind: "last" | "best"): string {
@@ -72,6 +83,8 @@ export interface SaveExtras {
   train?: Accumulators;
   /** The log files' lengths, taken after they were flushed to disk. */
   logs?: LogMarks | null;
+  /** The last finished epoch's means (a finished run prints them again). */
+  result?: EpochResult | null;
   /**
    * A checkpoint of this process whose weights are still the trainer's
    * (no step since): its weights file is reused instead of written again.
@@ -116,6 +129,7 @@ export async function saveCheckpoint(
       ...pos,
       ...(extras.train ? { train: extras.train } : {}),
       ...(extras.logs ? { logs: extras.logs } : {}),
+      ...(extras.result ? { result: extras.result } : {}),
       config: cfg,
     };
     writeFileAtomically(side, JSON.stringify(s, null, 1) + "\n");
@@ -257,6 +271,7 @@ export function sidecarProblem(s: Sidecar): string | null {
     ["train", (v) => v === undefined || numbers(v, Number.isFinite), "an object of numbers"],
     ["logs", (v) => v === undefined || (numbers(v, (n) => isInt(n, 0)) && Object.keys(v as object).every(isPlainName)), "file names and lengths"],
     ["config", (v) => typeof v === "object" && v !== null && !Array.isArray(v), "the run's settings"],
+    ["result", (v) => v === undefined || (typeof v === "object" && v !== null && !Array.isArray(v)), "the last epoch's means"],
   ];
   for (const [key, ok, what] of fields) {
     if (!ok(s[key])) return `${key} must be ${what}, not ${show(s[key])}`;
@@ -339,10 +354,21 @@ export async function loadWeights(trainer: Trainer, dir: string, s: Sidecar): Pr
   await trainer.loadCheckpoint(join(dir, s.weights), s.sha256 ?? "");
 }
 
-/** Restores checkpoint `s` (the `last` one of this run unless given); returns its position, or null when there is none. */
-export async function resume(trainer: Trainer, cfg: Config, s: Sidecar | null = lastCheckpoint(cfg)): Promise<Position | null> {
+/**
+ * Restores checkpoint `s`, whose sidecar lies in `dir` (default: this
+ * run's `last` in --model-dir), after checking it against `cfg`; returns
+ * its position, or null when there is none.
+ */
+export async function resume(
+  trainer: Trainer,
+  cfg: Config,
+  s: Sidecar | null = lastCheckpoint(cfg),
+  dir = cfg.modelDir,
+): Promise<Position | null> {
   if (!s) return null;
-  await loadWeights(trainer, cfg.modelDir, s);
+  const why = contradiction(cfg, s.config);
+  if (why) throw new Error(why);
+  await loadWeights(trainer, dir, s);
   const { epoch, batch, step, bestLoss, sinceBest } = s;
   return { epoch, batch, step, bestLoss, sinceBest };
 }

@@ -150,18 +150,18 @@ export class RunLog {
     });
   }
 
-  /** The reference's per-epoch scalars (x = epoch); `lr` is the epoch's last learning rate. */
-  epoch(epoch: number, train: PassMetrics, test: PassMetrics, lr: number): void {
+  /**
+   * The reference's per-epoch scalars (x = epoch); `lr` is the epoch's last
+   * learning rate. Without a test split `test` is null; without labels
+   * (`labels`) a split's probe loss and accuracies are left out.
+   */
+  epoch(epoch: number, train: PassMetrics, test: PassMetrics | null, lr: number, labels = { train: true, test: true }): void {
     if (!this.#logs) return;
     const points: [string, number][] = [];
     for (const [prefix, m] of [["train", train], ["test", test]] as const) {
-      points.push(
-        [`${prefix}_loss`, m.loss],
-        [`${prefix}_${this.#sslTag}`, m.sslLoss],
-        [`${prefix}_linear-loss`, m.linearLoss],
-        [`${prefix}_top1`, m.top1],
-        [`${prefix}_top5`, m.top5],
-      );
+      if (!m) continue;
+      points.push([`${prefix}_loss`, m.loss], [`${prefix}_${this.#sslTag}`, m.sslLoss]);
+      if (labels[prefix]) points.push([`${prefix}_linear-loss`, m.linearLoss], [`${prefix}_top1`, m.top1], [`${prefix}_top5`, m.top5]);
     }
     points.push(["train_learning-rate", lr]);
     this.#points(points, epoch);

@@ -5,14 +5,15 @@
  *
  * @module
  */
-import { join } from "node:path";
+import { dirname, resolve } from "node:path";
 import { type Config, ConfigError } from "../cli/config.ts";
-import { Loader, type LoaderConfig, scanFolder, type StepMetrics, type StepRow, Trainer, version } from "../ffi/native.ts";
+import { Loader, type LoaderConfig, type StepMetrics, type StepRow, Trainer, version } from "../ffi/native.ts";
 import { byolTau, lrAt, type Schedule, scaledLr } from "./schedule.ts";
 import {
   abandonSave,
   type Accumulators,
-  lastCheckpoint,
+  contradiction,
+  type EpochResult,
   loadWeights,
   type Position,
   readSidecar,
@@ -23,12 +24,14 @@ import {
   sidecarPath,
 } from "./checkpoint.ts";
 import { RunLock } from "./runlock.ts";
+import { continuingLine, findCheckpoint, finished } from "./resume.ts";
 import { BestSaver } from "./saver.ts";
 import { AgreedStop, requeueUnderSlurm, StopFlag } from "./signals.ts";
 import { Progress } from "./progress.ts";
 import { RunLog } from "./logging.ts";
-import { inMemoryLine, skippedLine, validSamples } from "../cli/data.ts";
+import { type DataLayout, dataLayout, inMemoryLine, layoutLines, loaderFolder, requireLabels, skippedLine } from "../cli/data.ts";
 import { replicaDevice, threadsPerReplica } from "../cli/launch.ts";
+import { tensorboardHint } from "../cli/tensorboard.ts";
 
 /** Means of a pass: loss, SSL loss, classifier loss, top-1 and top-5 (%). */
 export type PassMetrics = Omit<StepMetrics, "samples">;
@@ -66,7 +69,8 @@ export class Meter {
 export interface EpochSummary {
   epoch: number;
   train: PassMetrics;
-  test: PassMetrics;
+  /** Null without a test split. */
+  test: PassMetrics | null;
   lr: number;
   seconds: number;
 }
@@ -76,14 +80,38 @@ export interface RunResult {
   /** The `last` checkpoint's sidecar. */
   checkpoint: string;
   stopped: boolean;
+  /** The training classes; none for unlabelled images. */
   classes: string[];
+  /** The run's name (that of the run it continued, if it continued one). */
+  runName: string;
+  /** The last finished epoch's numbers, also when this call trained nothing. */
+  last: EpochResult | null;
+  /** The run had done all its epochs before this call: nothing was trained. */
+  alreadyFinished: boolean;
 }
 
-/** The reference's per-epoch console line (REFERENCE.md §6). */
-export function summaryLine(prefix: string, rank: number, epoch: number, samples: number, secs: number, m: PassMetrics): string {
-  return `${prefix}-${rank}[Epoch ${epoch}][${samples} samples][${secs.toFixed(2)} sec]:\t Loss: ${
-    m.loss.toFixed(4)
-  }\tTop-1: ${m.top1.toFixed(4)}\tTop-5: ${m.top5.toFixed(4)}`;
+/** Options of {@link train}. */
+export interface TrainOptions {
+  /** The data set's layout, when the caller has read it already. */
+  layout?: DataLayout;
+  /** Continue from this checkpoint (`--resume`) instead of the run's own. */
+  resumeFrom?: string;
+}
+
+/**
+ * The reference's per-epoch console line (REFERENCE.md §6); without
+ * labels (`accuracy` false) it ends after the loss.
+ */
+export function summaryLine(prefix: string, rank: number, epoch: number, samples: number, secs: number, m: PassMetrics, accuracy = true): string {
+  const head = `${prefix}-${rank}[Epoch ${epoch}][${samples} samples][${secs.toFixed(2)} sec]:\t Loss: ${m.loss.toFixed(4)}`;
+  return accuracy ? `${head}\tTop-1: ${m.top1.toFixed(4)}\tTop-5: ${m.top5.toFixed(4)}` : head;
+}
+
+/** What "best" means for a run's data: the reference's test loss, or the self-supervised loss without labels. */
+export function bestBy(l: DataLayout): { split: "train" | "test"; key: "loss" | "sslLoss"; words: string } {
+  if (l.testLabelled) return { split: "test", key: "loss", words: "the test loss (SSL + probe), as the reference" };
+  if (l.test) return { split: "test", key: "sslLoss", words: "the self-supervised loss on test/" };
+  return { split: "train", key: "sslLoss", words: "the self-supervised loss on the training images (no test/)" };
 }
 
 /**
@@ -106,8 +134,13 @@ export function scalerLine(rank: number, epoch: number, skipped: number, steps: 
   return `amp-${rank}[Epoch ${epoch}]: ${skipped} of ${steps} steps skipped (inf/NaN gradients), loss scale ${scale}`;
 }
 
-/** Trains per `cfg`, printing progress with `log`; returns per-epoch summaries. */
-export async function train(cfg: Config, log: (line: string) => void = console.log): Promise<RunResult> {
+/**
+ * Trains per `cfg`, printing progress with `log`; returns per-epoch
+ * summaries. A run continues from its last checkpoint (or `resumeFrom`);
+ * one that has done all its epochs trains nothing and returns its last
+ * result.
+ */
+export async function train(cfg: Config, log: (line: string) => void = console.log, opts: TrainOptions = {}): Promise<RunResult> {
   const cuda = !cfg.noCuda && version().cuda;
   const device = replicaDevice(cfg, version());
   if (!cuda && cfg.precision === "fp16") {
@@ -115,13 +148,19 @@ export async function train(cfg: Config, log: (line: string) => void = console.l
       "--precision fp16 (--half) needs a GPU: libtorch's fp16 convolutions on the CPU run over 10 times slower than fp32; use --precision bf16 or fp32",
     );
   }
-  const trainDir = join(cfg.dataDir, "train");
-  const { classes, samples } = scanFolder(trainDir);
-  const testInfo = scanFolder(join(cfg.dataDir, "test"));
-  const valid = validSamples(cfg.dataDir);
-  log(`train = ${samples} | test = ${testInfo.samples}${valid === null ? "" : ` | valid = ${valid} (unused)`} | classes = ${classes.length}`);
+  const found = findCheckpoint(cfg, opts.resumeFrom);
+  if (found) cfg = { ...cfg, runName: found.runName };
+  const layout = opts.layout ?? dataLayout(cfg.dataDir);
+  const classes = layout.labelled ? layout.train.classes : [];
+  const last = sidecarPath(cfg.modelDir, cfg.runName, "last");
+  if (found && finished(found, cfg)) {
+    return { epochs: [], checkpoint: found.path, stopped: false, classes, runName: cfg.runName, last: found.side.result ?? null, alreadyFinished: true };
+  }
+  if (cfg.knnMonitor > 0) requireLabels(layout, "--knn-monitor");
+  for (const line of layoutLines(layout)) log(line);
+  const best = bestBy(layout);
+  if (!layout.testLabelled) log(`the best checkpoint follows ${best.words}`);
   const common = {
-    dataDir: cfg.dataDir,
     batchSize: cfg.batchSize / cfg.numReplicas,
     imageSize: cfg.imageSizeOverride,
     workers: cfg.workersPerReplica,
@@ -135,9 +174,9 @@ export async function train(cfg: Config, log: (line: string) => void = console.l
     rank: cfg.rank,
     worldSize: cfg.worldSize,
   };
-  using trainLoader = await Loader.create({ ...common, split: "train", augment: true, shuffle: true, dropLast: true });
-  using testLoader = await Loader.create({ ...common, split: "test", augment: false });
-  const memory = inMemoryLine(cfg.inMemory, { train: trainLoader.report(), test: testLoader.report() });
+  using trainLoader = await Loader.create({ ...common, ...loaderFolder(layout.train), augment: true, shuffle: true, dropLast: true });
+  using testLoader = layout.test ? await Loader.create({ ...common, ...loaderFolder(layout.test), augment: false }) : null;
+  const memory = inMemoryLine(cfg.inMemory, { train: trainLoader.report(), ...(testLoader ? { test: testLoader.report() } : {}) });
   if (memory) log(memory);
   using trainer = await Trainer.create({
     method: cfg.method,
@@ -160,7 +199,9 @@ export async function train(cfg: Config, log: (line: string) => void = console.l
     nceTemperature: cfg.nceTemperature,
     projectionSize: cfg.projectionSize,
     byolLoss: cfg.byolLoss,
-    numClasses: classes.length,
+    // Without labels every sample has label 0 and the probe one output: its
+    // cross-entropy is exactly 0 and it learns nothing (the probe is off).
+    numClasses: Math.max(1, classes.length),
     optimizer: cfg.optimizer,
     weightDecay: cfg.weightDecay,
     clip: cfg.clip,
@@ -190,15 +231,21 @@ export async function train(cfg: Config, log: (line: string) => void = console.l
     const removed = removeLeftovers(cfg.modelDir, cfg.runName);
     if (removed.length > 0) log(`removed what interrupted saves left in ${cfg.modelDir}: ${removed.join(", ")}`);
   }
-  const side = cfg.noResume ? null : lastCheckpoint(cfg);
-  // The logs continue from the checkpoint's marks (a fresh start sets older ones aside).
-  await using runLog = RunLog.fromConfig(cfg, (m) => console.error(m), side ? side.logs : null);
+  // Read again under the lock: another process may have saved since findCheckpoint.
+  const side = found ? readSidecar(found.path) : null;
+  const why = side && contradiction(cfg, side.config);
+  if (why) throw new Error(why);
+  // A checkpoint of this very run (not one that --resume starts a new run from)
+  // continues its logs from its marks; a fresh start sets older logs aside.
+  const ownFiles = side !== null && side.config.runName === cfg.runName && resolve(dirname(found!.path)) === resolve(cfg.modelDir);
+  const ownLast = ownFiles && resolve(found!.path) === resolve(last);
+  await using runLog = RunLog.fromConfig(cfg, (m) => console.error(m), ownFiles ? side.logs : null);
   runLog.config(cfg);
-  if (runLog.dir) log(`logging to ${runLog.dir} (TensorBoard: tensorboard --logdir ${cfg.logDir})`);
+  if (runLog.dir) log(`logging to ${runLog.dir} (TensorBoard: ${tensorboardHint(cfg.logDir)})`);
   using signals = new StopFlag(undefined, abandonSave);
   // Several replicas stop only together (see AgreedStop), one alone at once.
   const stop = cfg.worldSize > 1 ? new AgreedStop(signals, (v) => trainer.allReduce(v, "max")) : signals;
-  const resumed = await resume(trainer, cfg, side);
+  const resumed = side ? await resume(trainer, cfg, side, dirname(found!.path)) : null;
   const pos: Position = resumed ?? { epoch: 1, batch: 0, step: 0, bestLoss: null, sinceBest: 0 };
   if (cfg.worldSize > 1) {
     // Every replica must continue from the same checkpoint (one rank 0 wrote).
@@ -209,17 +256,18 @@ export async function train(cfg: Config, log: (line: string) => void = console.l
       );
     }
   }
-  if (resumed) log(`resumed ${cfg.runName} at epoch ${pos.epoch}, batch ${pos.batch} (step ${pos.step})`);
+  if (found && resumed) log(continuingLine(found, cfg));
   const saver = new BestSaver(cfg.epochs, cfg.earlyStop, pos.bestLoss, pos.sinceBest);
+  let result: EpochResult | null = side?.result ?? null;
   // Per kind, the checkpoint whose weights file holds the trainer's weights as they are.
-  const current: Record<"last" | "best", Sidecar | null> = { last: side, best: null };
+  const current: Record<"last" | "best", Sidecar | null> = { last: ownLast ? side : null, best: null };
   // `train`: the epoch's running totals, when the checkpoint falls inside it.
   const save = async (kind: "last" | "best", train?: Accumulators) => {
     if (cfg.rank !== 0) return;
-    const extras = { train, logs: runLog.marks(), same: current[kind] };
+    const extras = { train, logs: runLog.marks(), same: current[kind], result };
     current[kind] = await saveCheckpoint(trainer, cfg, kind, { ...pos, bestLoss: saver.bestLoss, sinceBest: saver.sinceBest }, extras);
   };
-  const testPass = async (epoch: number) => {
+  const testPass = async (epoch: number, testLoader: Loader) => {
     const t1 = performance.now();
     const testMeter = new Meter();
     // Every replica evaluates rank 0's model on its shard of the test set;
@@ -231,7 +279,7 @@ export async function train(cfg: Config, log: (line: string) => void = console.l
     }
     await testMeter.reduce((v) => trainer.allReduce(v));
     const secs = (performance.now() - t1) / 1000;
-    log(summaryLine("test", cfg.rank, epoch, testMeter.samples, secs, testMeter.mean()));
+    log(summaryLine("test", cfg.rank, epoch, testMeter.samples, secs, testMeter.mean(), layout.testLabelled));
     const testSkips = skippedLine("test", epoch, testLoader.report());
     if (testSkips) log(testSkips);
     return { meter: testMeter, secs };
@@ -308,7 +356,7 @@ export async function train(cfg: Config, log: (line: string) => void = console.l
     await drain();
     progress.done();
     const trainSecs = (performance.now() - t0) / 1000;
-    log(summaryLine("train", cfg.rank, epoch, trainMeter.samples, trainSecs, trainMeter.mean()));
+    log(summaryLine("train", cfg.rank, epoch, trainMeter.samples, trainSecs, trainMeter.mean(), layout.labelled));
     if (amp.steps > 0) log(scalerLine(cfg.rank, epoch, amp.skipped, amp.steps, amp.scale));
     const trainSkips = skippedLine("train", epoch, trainLoader.report());
     if (trainSkips) log(trainSkips);
@@ -321,16 +369,18 @@ export async function train(cfg: Config, log: (line: string) => void = console.l
     await save("last", totals());
     lastSave = performance.now();
     if (amp.steps > 0) runLog.scalars(epoch, { "train_skipped-steps": amp.skipped, "train_loss-scale": amp.scale });
-    const test = await testPass(epoch);
+    const test = testLoader ? await testPass(epoch, testLoader) : null;
     if (cfg.knnMonitor > 0 && epoch % cfg.knnMonitor === 0) {
-      const knn = await knnMonitor(trainer, cfg, common, classes.length);
+      const knn = await knnMonitor(trainer, cfg, common, layout);
       log(`knn-${cfg.rank}[Epoch ${epoch}]: Top-1: ${knn.top1.toFixed(4)}\tTop-5: ${knn.top5.toFixed(4)}`);
       runLog.scalars(epoch, { "test_knn-top1": knn.top1, "test_knn-top5": knn.top5 });
     }
-    epochs.push({ epoch, train: trainMeter.mean(), test: test.meter.mean(), lr, seconds: trainSecs + test.secs });
-    runLog.epoch(epoch, trainMeter.mean(), test.meter.mean(), lr);
+    const means = { train: trainMeter.mean(), test: test?.meter.mean() ?? null };
+    epochs.push({ epoch, ...means, lr, seconds: trainSecs + (test?.secs ?? 0) });
+    result = { epoch, ...means, labelled: layout.labelled };
+    runLog.epoch(epoch, means.train, means.test, lr, { train: layout.labelled, test: layout.testLabelled });
     await runLog.augmentations(trainer, epoch);
-    const verdict = saver.observe(epoch, test.meter.mean().loss);
+    const verdict = saver.observe(epoch, (best.split === "test" ? means.test! : means.train)[best.key]);
     pos.epoch++;
     pos.batch = 0;
     if (verdict.best) await save("best");
@@ -338,10 +388,10 @@ export async function train(cfg: Config, log: (line: string) => void = console.l
     lastSave = performance.now();
     if (verdict.stop) {
       log(`Early stopping is triggered: loss: ${saver.bestLoss?.toFixed(4)} (no better test loss in ${BestSaver.PATIENCE + 1} epochs)`);
-      const best = readSidecar(sidecarPath(cfg.modelDir, cfg.runName, "best"));
-      if (best) {
-        await loadWeights(trainer, cfg.modelDir, best);
-        await testPass(epoch);
+      const bestSide = readSidecar(sidecarPath(cfg.modelDir, cfg.runName, "best"));
+      if (bestSide && testLoader) {
+        await loadWeights(trainer, cfg.modelDir, bestSide);
+        await testPass(epoch, testLoader);
       }
       break;
     }
@@ -354,9 +404,8 @@ export async function train(cfg: Config, log: (line: string) => void = console.l
       if (requeued) log(requeued);
     }
   }
-  const last = sidecarPath(cfg.modelDir, cfg.runName, "last");
   if (cfg.rank === 0) log(`checkpoint: ${last}`);
-  return { epochs, checkpoint: last, stopped: stop.requested, classes };
+  return { epochs, checkpoint: last, stopped: stop.requested, classes, runName: cfg.runName, last: result, alreadyFinished: false };
 }
 
 /**
@@ -366,16 +415,16 @@ export async function train(cfg: Config, log: (line: string) => void = console.l
 async function knnMonitor(
   trainer: Trainer,
   cfg: Config,
-  common: Omit<LoaderConfig, "split" | "augment">,
-  classes: number,
+  common: Omit<LoaderConfig, "dataDir" | "split" | "augment">,
+  layout: DataLayout,
 ): Promise<{ top1: number; top5: number }> {
   await trainer.clearFeatures();
   for (const split of ["train", "test"] as const) {
-    using loader = await Loader.create({ ...common, split, augment: false, rank: 0, worldSize: 1 });
+    using loader = await Loader.create({ ...common, ...loaderFolder(layout[split]!), augment: false, rank: 0, worldSize: 1 });
     loader.startEpoch(0);
     for (let b = await loader.next(); b; b = cfg.debugStep ? null : await loader.next()) await trainer.embed(b, split);
   }
-  const r = await trainer.classify(classes, { knn: { k: 200, temperature: 0.1 } });
+  const r = await trainer.classify(layout.train.classes.length, { knn: { k: 200, temperature: 0.1 } });
   await trainer.clearFeatures();
   return r;
 }

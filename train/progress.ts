@@ -63,8 +63,8 @@ export class Progress {
     this.#lastPrint = this.#t0;
   }
 
-  /** After `step` of the pass's steps, `samples` images so far, the last step's loss. */
-  update(step: number, samples: number, loss: number): void {
+  /** After `step` of the pass's steps, `samples` images so far, the last step's loss (if it has one). */
+  update(step: number, samples: number, loss?: number): void {
     const now = this.#now();
     // A terminal is redrawn at most 10 times a second; a log gets a line per interval.
     const wait = this.#tty ? 100 : this.#intervalMs;
@@ -74,7 +74,7 @@ export class Progress {
     const secs = (now - this.#t0) / 1000;
     const rate = samples / Math.max(secs, 1e-9);
     const eta = ((this.total - step) * secs) / Math.max(step, 1);
-    const stats = `${step}/${this.total} | ${rate.toFixed(0)} img/s | loss ${loss.toFixed(4)} | eta ${
+    const stats = `${step}/${this.total} | ${rate.toFixed(0)} img/s${loss === undefined ? "" : ` | loss ${loss.toFixed(4)}`} | eta ${
       formatDuration(eta)
     }`;
     if (this.#tty) {

@@ -14,6 +14,40 @@ export interface RawTensor {
   data: Uint8Array;
 }
 
+type Header = Record<string, { dtype: string; shape: number[]; data_offsets: [number, number] } | Record<string, string>>;
+
+/** The header's length and JSON, from the file's first bytes (`head`) and its size. */
+function parseHeader(path: string, head: Uint8Array, size: number): { n: number; header: Header } {
+  const fail = (why: string): never => {
+    throw new Error(`${path} is not a safetensors file (${why})`);
+  };
+  if (head.length < 8) fail("too short");
+  const n = Number(new DataView(head.buffer, head.byteOffset, 8).getBigUint64(0, true));
+  if (8 + n > size || 8 + n > head.length) fail("header runs past the end");
+  try {
+    return { n, header: JSON.parse(new TextDecoder().decode(head.subarray(8, 8 + n))) };
+  } catch {
+    return fail("unreadable header");
+  }
+}
+
+/** Names and shapes of a file's tensors, reading its header only (not the tensor data). */
+export function readShapes(path: string): Map<string, number[]> {
+  using f = Deno.openSync(path);
+  const size = f.statSync().size;
+  const fill = (buf: Uint8Array) => {
+    for (let at = 0; at < buf.length;) at += f.readSync(buf.subarray(at)) ?? buf.length;
+  };
+  const first = new Uint8Array(Math.min(size, 8));
+  fill(first);
+  const n = first.length === 8 ? Number(new DataView(first.buffer).getBigUint64(0, true)) : 0;
+  const head = new Uint8Array(Math.min(size, 8 + n));
+  head.set(first);
+  fill(head.subarray(first.length));
+  const { header } = parseHeader(path, head, size);
+  return new Map(Object.entries(header).filter(([k]) => k !== "__metadata__").map(([k, t]) => [k, (t as { shape: number[] }).shape]));
+}
+
 /** Every tensor of a file, by name (plus the optional string metadata). */
 export function readSafetensors(path: string): { tensors: Map<string, RawTensor>; metadata: Record<string, string> } {
   let bytes: Uint8Array;
@@ -30,15 +64,7 @@ export function parseSafetensors(bytes: Uint8Array, path: string): { tensors: Ma
   const fail = (why: string): never => {
     throw new Error(`${path} is not a safetensors file (${why})`);
   };
-  if (bytes.length < 8) fail("too short");
-  const n = Number(new DataView(bytes.buffer, bytes.byteOffset, 8).getBigUint64(0, true));
-  if (8 + n > bytes.length) fail("header runs past the end");
-  let header: Record<string, { dtype: string; shape: number[]; data_offsets: [number, number] } | Record<string, string>>;
-  try {
-    header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + n)));
-  } catch {
-    return fail("unreadable header");
-  }
+  const { n, header } = parseHeader(path, bytes, bytes.length);
   const body = bytes.subarray(8 + n);
   const tensors = new Map<string, RawTensor>();
   let metadata: Record<string, string> = {};

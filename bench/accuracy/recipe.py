@@ -97,7 +97,8 @@ def _flags(s, side):
             continue
         flag = flags[side]
         if key in SWITCHES:
-            out += [flag] if s[key] else []
+            # selfsup gives images <= 64 px the small stem by default: say "no" explicitly.
+            out += [flag] if s[key] else (["--no-" + flag[2:]] if side == 0 else [])
         else:
             out += [flag, str(s[key])]
     return out

@@ -49,7 +49,7 @@ def selfsup(a, method, tmp):
            "--batch-size", str(a.batch), "--warmup", "0", "--image-size-override", str(a.size), "--epochs", str(a.epochs),
            "--workers-per-replica", str(a.workers), "--threads", str(a.threads), "--num-replicas", "1", "--seed", "0",
            "--model-dir", os.path.join(tmp, "models"), "--log-dir", os.path.join(tmp, "runs"), "--no-resume"]
-    cmd += ["--small-stem"] if a.small_stem == "yes" else []
+    cmd += ["--small-stem"] if a.small_stem == "yes" else ["--no-small-stem"]
     cmd += ["--no-cuda"] if a.device == "cpu" else []
     r = measure.run(cmd, gpu=a.device == "cuda", json_line=False)
     lines = SUMMARY.findall(r["stdout"])

@@ -132,12 +132,14 @@ pub unsafe extern "C" fn selfsup_demo_dataset(
     })
 }
 
-/// JSON {classes, samples} of the ImageFolder at `path`, into `buf`.
+/// JSON {classes, samples, imageSize: [w, h] | null} of the ImageFolder at `path`, into `buf`
+/// (no classes: unlabelled images; imageSize: a typical image's, from up to 32 headers).
 #[no_mangle]
 pub unsafe extern "C" fn selfsup_scan_folder(path: *const u8, path_len: usize, buf: *mut u8, cap: usize) -> i64 {
     guard(|| {
         let f = ImageFolder::scan(&PathBuf::from(text(path, path_len)?))?;
-        let v = serde_json::json!({ "classes": f.classes, "samples": f.samples.len() });
+        let size = f.typical_size(32).map(|(w, h)| [w, h]);
+        let v = serde_json::json!({ "classes": f.classes, "samples": f.samples.len(), "imageSize": size });
         Ok(write_text(&v.to_string(), buf, cap))
     })
 }

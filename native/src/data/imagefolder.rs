@@ -1,4 +1,5 @@
-//! torchvision's `ImageFolder`: `root/<class>/**/<image>`, classes = sorted sub-folder names.
+//! torchvision's `ImageFolder`: `root/<class>/**/<image>`, classes = sorted sub-folder names;
+//! or a folder of unlabelled images (no sub-folders): no classes, every label 0.
 
 use std::ffi::{OsStr, OsString};
 use std::fs;
@@ -15,6 +16,7 @@ pub struct ImageFolder {
     /// The folder that was scanned.
     pub root: PathBuf,
     /// Class names (sub-folder names of `root`), sorted; the label is the index here.
+    /// Empty for a folder of unlabelled images.
     pub classes: Vec<String>,
     /// `(image path, class index)`, grouped by class in class order.
     pub samples: Vec<(PathBuf, i64)>,
@@ -26,6 +28,7 @@ impl ImageFolder {
     /// (symlinks followed), sorted by path within a class, classes in order. One difference: a symlinked
     /// folder is followed only when it leads inside its class folder, so a link such as `loop -> ..` cannot
     /// add other classes' images to a class (torchvision would walk them, and loop forever on a cycle).
+    /// A folder without sub-folders holds unlabelled images (see [`ImageFolder::unlabelled`]).
     pub fn scan(root: &Path) -> Result<ImageFolder> {
         match fs::metadata(root) {
             Ok(m) if m.is_dir() => {}
@@ -34,19 +37,54 @@ impl ImageFolder {
         }
         let class_names = class_dirs(root)?;
         if class_names.is_empty() {
-            bail!("no class folders (sub-folders) in {}", root.display());
+            return Self::unlabelled(root);
         }
         let mut samples = Vec::new();
         for (index, name) in class_names.iter().enumerate() {
             let dir = root.join(name);
             let files = images_under(&dir)?;
             if files.is_empty() {
-                bail!("class folder {} has no images (looked for {})", dir.display(), IMG_EXTENSIONS.join(" "));
+                bail!(
+                    "class folder {} has no images (looked for {}; a folder of unlabelled images has no sub-folders)",
+                    dir.display(),
+                    IMG_EXTENSIONS.join(" ")
+                );
             }
             samples.extend(files.into_iter().map(|p| (p, index as i64)));
         }
         let classes = class_names.iter().map(|n| n.to_string_lossy().into_owned()).collect();
         Ok(ImageFolder { root: root.to_path_buf(), classes, samples })
+    }
+
+    /// The images directly in `root`, sorted by name, without classes: self-supervised
+    /// training needs no labels. Every sample gets label 0.
+    pub fn unlabelled(root: &Path) -> Result<ImageFolder> {
+        let mut names: Vec<OsString> =
+            entries(root)?.iter().map(|e| e.file_name()).filter(|n| has_image_extension(n)).collect();
+        if names.is_empty() {
+            bail!("no images in {} (looked for {}, or one sub-folder of images per class)", root.display(), IMG_EXTENSIONS.join(" "));
+        }
+        names.sort();
+        let samples = names.into_iter().map(|n| (root.join(n), 0)).collect();
+        Ok(ImageFolder { root: root.to_path_buf(), classes: Vec::new(), samples })
+    }
+
+    /// Width and height of a typical image: the median of the sides read
+    /// from the headers of up to `probes` evenly spaced files (unreadable
+    /// ones are left out); None when none can be read.
+    pub fn typical_size(&self, probes: usize) -> Option<(u32, u32)> {
+        let n = self.samples.len();
+        let step = n.div_ceil(probes.max(1)).max(1);
+        let (mut ws, mut hs): (Vec<u32>, Vec<u32>) = (0..n)
+            .step_by(step)
+            .filter_map(|i| image::ImageReader::open(&self.samples[i].0).ok()?.with_guessed_format().ok()?.into_dimensions().ok())
+            .unzip();
+        if ws.is_empty() {
+            return None;
+        }
+        ws.sort_unstable();
+        hs.sort_unstable();
+        Some((ws[ws.len() / 2], hs[hs.len() / 2]))
     }
 }
 
@@ -173,10 +211,28 @@ mod tests {
         let root = temp_dir("scan_err");
         let err = |p: &Path| ImageFolder::scan(p).map(|_| ()).unwrap_err().to_string();
         assert_eq!(err(&root.join("nope")), format!("no such folder: {}", root.join("nope").display()));
-        assert!(err(&root).starts_with("no class folders"));
+        assert!(err(&root).starts_with(&format!("no images in {}", root.display())));
         fs::create_dir_all(root.join("empty")).expect("mkdir");
         fs::write(root.join("empty/readme.txt"), b"x").expect("write");
         assert!(err(&root).starts_with(&format!("class folder {} has no images", root.join("empty").display())));
+        let _ = fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn a_folder_without_sub_folders_is_unlabelled() {
+        let root = temp_dir("scan_flat");
+        for (name, (w, h)) in [("b.png", (32, 30)), ("a.PNG", (32, 30)), ("c.jpg", (64, 8)), ("notes.txt", (0, 0))] {
+            if w == 0 {
+                fs::write(root.join(name), b"x").expect("write");
+            } else {
+                crate::data::testing::gradient(w, h).save(root.join(name)).expect("save");
+            }
+        }
+        let ds = ImageFolder::scan(&root).expect("scan");
+        assert!(ds.classes.is_empty());
+        let got: Vec<_> = ds.samples.iter().map(|(p, c)| (p.file_name().expect("name").to_owned(), *c)).collect();
+        assert_eq!(got, [("a.PNG", 0), ("b.png", 0), ("c.jpg", 0)].map(|(n, c)| (OsString::from(n), c)));
+        assert_eq!(ds.typical_size(64), Some((32, 30)));
         let _ = fs::remove_dir_all(&root);
     }
 }
