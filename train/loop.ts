@@ -14,6 +14,7 @@ import { BestSaver } from "./saver.ts";
 import { AgreedStop, requeueUnderSlurm, StopFlag } from "./signals.ts";
 import { Progress } from "./progress.ts";
 import { RunLog } from "./logging.ts";
+import { type EpochStages, StageClock, stageScalars, stagesLine, StepProfiler } from "./stages.ts";
 import { inMemoryLine, skippedLine, validSamples } from "../cli/data.ts";
 import { threadsPerReplica } from "../cli/launch.ts";
 
@@ -47,6 +48,8 @@ export interface EpochSummary {
   test: PassMetrics;
   lr: number;
   seconds: number;
+  /** Where the epoch's time went (train/stages.ts). */
+  stages: EpochStages;
 }
 
 export interface RunResult {
@@ -211,17 +214,21 @@ export async function train(cfg: Config, log: (line: string) => void = console.l
   // Steps run whose metrics are still on the device: their step, batch and learning rate.
   const every = metricsEvery(cuda);
   let pending: { step: number; batch: number; lr: number }[] = [];
+  const profiler = new StepProfiler(trainer, cfg.profile && runLog.dir ? join(runLog.dir, "profile.json") : null, log);
   while (pos.epoch <= cfg.epochs && !stop.requested) {
     const epoch = pos.epoch;
     const t0 = performance.now();
+    const clock = new StageClock();
     const trainMeter = new Meter();
     const progress = new Progress(`epoch ${epoch}/${cfg.epochs}`, steps);
     const amp = { skipped: 0, steps: 0, scale: 0 };
     // Reads the pending steps' metrics back (one synchronisation) and logs
-    // them step by step, exactly as if each had been read at once.
-    const drain = async () => {
-      if (pending.length === 0) return;
-      const rows: StepRow[] = await trainer.takeMetrics(pending.length);
+    // them step by step, exactly as if each had been read at once. On CUDA
+    // the newest `keep` steps stay queued, so the GPU has work while the
+    // host waits for the older ones and logs them.
+    const drain = (keep = 0) => clock.time("readBack", async () => {
+      if (pending.length <= keep) return;
+      const rows: StepRow[] = await trainer.takeMetrics(pending.length - keep);
       rows.forEach((m, i) => {
         const at = pending[i];
         if (!Number.isFinite(m.loss)) throw new Error(`the loss became ${m.loss} at step ${at.step + 1}; lower --lr`);
@@ -235,15 +242,16 @@ export async function train(cfg: Config, log: (line: string) => void = console.l
         trainMeter.add(m);
         progress.update(at.batch + 1, trainMeter.samples, m.loss);
       });
-      pending = [];
-    };
+      pending.splice(0, rows.length);
+    });
     trainLoader.startEpoch(epoch - 1, pos.batch);
     let lr = 0;
     while (pos.batch < steps && !stop.requested) {
-      const batch = await trainLoader.next();
+      const batch = await clock.time("dataWait", () => trainLoader.next());
       if (!batch) break;
       lr = lrAt(schedule, pos.step);
       const tau = byolTau(cfg.baseDecay, pos.step, schedule.totalSteps);
+      await profiler.beforeStep();
       await trainer.trainStepDeferred(batch, lr, tau);
       pending.push({ step: pos.step, batch: pos.batch, lr });
       pos.step++;
@@ -251,16 +259,19 @@ export async function train(cfg: Config, log: (line: string) => void = console.l
       if (pos.step === selfTerm && (termRank === null || termRank === cfg.rank)) Deno.kill(Deno.pid, "SIGTERM");
       // Every replica reads back (and agrees on a stop) after the same steps.
       if (pos.step % every === 0 || pos.batch === steps) {
-        await drain();
+        await drain(pos.batch === steps || !cuda ? 0 : 1);
         if (stop instanceof AgreedStop) await stop.agree();
       }
+      await profiler.afterStep(drain);
       if (cfg.checkpointMinutes > 0 && performance.now() - lastSave > cfg.checkpointMinutes * 60_000) {
         await drain();
-        await save("last");
+        await clock.time("checkpointLog", () => save("last"));
         lastSave = performance.now();
       }
     }
     await drain();
+    await profiler.afterStep(drain, true);
+    clock.trainDone();
     progress.done();
     const trainSecs = (performance.now() - t0) / 1000;
     log(summaryLine("train", cfg.rank, epoch, trainMeter.samples, trainSecs, trainMeter.mean()));
@@ -277,7 +288,7 @@ export async function train(cfg: Config, log: (line: string) => void = console.l
       log(`knn-${cfg.rank}[Epoch ${epoch}]: Top-1: ${knn.top1.toFixed(4)}\tTop-5: ${knn.top5.toFixed(4)}`);
       runLog.scalars(epoch, { "test_knn-top1": knn.top1, "test_knn-top5": knn.top5 });
     }
-    epochs.push({ epoch, train: trainMeter.mean(), test: test.meter.mean(), lr, seconds: trainSecs + test.secs });
+    clock.lap("test");
     runLog.epoch(epoch, trainMeter.mean(), test.meter.mean(), lr);
     await runLog.augmentations(trainer, epoch);
     const verdict = saver.observe(epoch, test.meter.mean().loss);
@@ -286,6 +297,11 @@ export async function train(cfg: Config, log: (line: string) => void = console.l
     if (verdict.best) await save("best");
     await save("last");
     lastSave = performance.now();
+    clock.lap("checkpointLog");
+    const stages = clock.finish(await trainer.stageTimes(), trainMeter.samples);
+    log(stagesLine(cfg.rank, epoch, stages));
+    runLog.scalars(epoch, stageScalars(stages));
+    epochs.push({ epoch, train: trainMeter.mean(), test: test.meter.mean(), lr, seconds: trainSecs + test.secs, stages });
     if (verdict.stop) {
       log(`Early stopping is triggered: loss: ${saver.bestLoss?.toFixed(4)} (no better test loss in ${BestSaver.PATIENCE + 1} epochs)`);
       const best = readSidecar(sidecarPath(cfg.modelDir, cfg.runName, "best"));

@@ -6,12 +6,12 @@
 //! Each image is decoded once; both training views are cut from it, their
 //! crops and photometric parameters drawn from the sample's own random
 //! stream (sampler.rs), so workers and replicas do not change the views.
-use super::buffer::HostImages;
+use super::buffer::HostBatch;
 use super::crop::{crop_resize_chw, random_resized_crop_box, resize_chw, RATIO, SCALE};
 use super::imagefolder::ImageFolder;
 use super::sampler::{sample_rng, shard, Pick};
 use super::source::{default_limit, InMemory, Skipped, Source};
-use crate::augment::{Recipe, NPARAMS};
+use crate::augment::{Plan, Recipe, NPARAMS};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -87,15 +87,34 @@ fn default_prefetch() -> usize {
 const MAX_SUBSTITUTES: usize = 64;
 
 /// One batch in host memory: uint8 CHW images, per-image augmentation
-/// parameters (training views only), labels and global sample positions.
+/// parameters and their plans (training views only), labels and global
+/// sample positions.
 pub struct Batch {
     pub n: usize,
     pub size: u32,
-    pub views: Vec<HostImages>,
+    /// What the device gets, in one buffer: images, labels, the plans' data.
+    pub host: HostBatch,
+    /// Per view: which images each photometric op touches.
+    pub plans: Vec<Plan>,
     pub params: Vec<Vec<f32>>,
     pub labels: Vec<i64>,
     /// Position of each sample in the epoch's global order (sampler.rs).
     pub positions: Vec<u64>,
+}
+
+impl Batch {
+    /// A batch of the first `n` images of `host` (written already), their
+    /// labels, positions and, for training views, parameters (n × NPARAMS
+    /// per view, none for test images): the plans are made here and their
+    /// data written into `host` beside the labels.
+    pub fn new(mut host: HostBatch, n: usize, params: Vec<Vec<f32>>, labels: Vec<i64>, positions: Vec<u64>) -> Result<Self> {
+        let size = host.size();
+        let mut ints = labels.clone();
+        let mut floats = Vec::new();
+        let plans = params.iter().map(|p| Plan::new(p, n, &mut ints, &mut floats)).collect::<Result<_>>()?;
+        host.write_data(&ints, &floats)?;
+        Ok(Batch { n, size, host, plans, params, labels, positions })
+    }
 }
 
 /// What a loader reports about itself and its current pass.
@@ -275,10 +294,10 @@ struct BatchMaker {
 impl BatchMaker {
     fn make(&self, picks: &[Pick]) -> Result<Batch> {
         let s = self.cfg.image_size;
-        let plane = 3 * (s as usize) * (s as usize);
         let nviews = if self.cfg.augment { 2 } else { 1 };
-        let mut views = vec![vec![0u8; picks.len() * plane]; nviews];
-        let mut params = vec![Vec::with_capacity(if self.cfg.augment { picks.len() * NPARAMS } else { 0 }); nviews];
+        // Crops are written straight into the (pinned) buffer the device copy reads.
+        let mut host = HostBatch::new(picks.len(), s, nviews, self.pin)?;
+        let mut params = if self.cfg.augment { vec![Vec::with_capacity(picks.len() * NPARAMS); 2] } else { Vec::new() };
         let (mut labels, mut positions) = (Vec::new(), Vec::new());
         for pick in picks {
             let Some((index, img)) = self.readable(pick)? else { continue };
@@ -286,25 +305,18 @@ impl BatchMaker {
             labels.push(self.source.folder.samples[index].1);
             positions.push(pick.position);
             if !self.cfg.augment {
-                resize_chw(&img, s, &mut views[0][i * plane..(i + 1) * plane])?;
+                resize_chw(&img, s, host.image_mut(0, i))?;
                 continue;
             }
             let mut rng = sample_rng(self.cfg.seed, self.epoch, pick.position);
             for (v, recipe) in self.recipes.iter().enumerate() {
                 let bx = random_resized_crop_box(&mut rng, img.width(), img.height(), SCALE, RATIO);
-                crop_resize_chw(&img, bx, s, &mut views[v][i * plane..(i + 1) * plane])?;
+                crop_resize_chw(&img, bx, s, host.image_mut(v, i))?;
                 params[v].extend_from_slice(&recipe.draw(&mut rng));
             }
         }
-        let n = labels.len();
-        let views = views
-            .into_iter()
-            .map(|mut bytes| {
-                bytes.truncate(n * plane); // test samples that were skipped leave room at the end
-                if self.pin { HostImages::pinned(&bytes, n, s) } else { Ok(HostImages::Plain(bytes)) }
-            })
-            .collect::<Result<_>>()?;
-        Ok(Batch { n, size: s, views, params, labels, positions })
+        // Test samples that were skipped leave room at the end.
+        Batch::new(host, labels.len(), params, labels, positions)
     }
 
     /// The image of `pick`, or for an unreadable file: an error (--strict),
