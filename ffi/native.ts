@@ -327,6 +327,7 @@ export class Trainer extends Handle {
 
   /** Starts torch's profiler on the trainer's thread (its operators; on a GPU also kernels and copies). */
   async profileStart(): Promise<void> {
+    check(native().selfsup_profile_prepare());
     check(await native().selfsup_trainer_profile(BigInt(this.id), null, 0n, null, 0n));
   }
 

@@ -108,21 +108,24 @@ export function stagesLine(rank: number, epoch: number, s: EpochStages): string 
   } img/s | device busy ${(100 * s.deviceBusy).toFixed(0)}%`;
 }
 
-/** The figures as per-epoch scalars (TensorBoard and metrics.jsonl tags). */
+/** The per-epoch scalar tag of each figure (TensorBoard and metrics.jsonl; docs/OUTPUTS.md). */
+export const STAGE_TAGS: Record<keyof EpochStages, string> = {
+  epoch: "time_epoch-s",
+  train: "time_train-s",
+  dataWait: "time_data-wait-s",
+  copy: "time_copy-s",
+  augment: "time_augment-s",
+  step: "time_step-s",
+  readBack: "time_read-back-s",
+  test: "time_test-s",
+  checkpointLog: "time_checkpoint-log-s",
+  imagesPerSecond: "time_images-per-second",
+  deviceBusy: "time_device-busy",
+};
+
+/** The figures as per-epoch scalars, by tag. */
 export function stageScalars(s: EpochStages): Record<string, number> {
-  return {
-    "time_epoch-s": s.epoch,
-    "time_train-s": s.train,
-    "time_data-wait-s": s.dataWait,
-    "time_copy-s": s.copy,
-    "time_augment-s": s.augment,
-    "time_step-s": s.step,
-    "time_read-back-s": s.readBack,
-    "time_test-s": s.test,
-    "time_checkpoint-log-s": s.checkpointLog,
-    "time_images-per-second": s.imagesPerSecond,
-    "time_device-busy": s.deviceBusy,
-  };
+  return Object.fromEntries(Object.entries(STAGE_TAGS).map(([k, tag]) => [tag, s[k as keyof EpochStages]]));
 }
 
 /** Steps before `--profile` starts (cuDNN's algorithm search, allocator warm-up), and steps profiled. */

@@ -22,6 +22,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 #include <map>
@@ -156,16 +157,40 @@ void selfsup_range_end(void* range) {
   }
 }
 
-// Starts torch's (Kineto) profiler on the calling thread: operators on the
-// CPU, and with `cuda` the CUDA kernels and copies (through CUPTI).
+namespace {
+
+std::set<torch::profiler::impl::ActivityType> activities(int cuda) {
+  using torch::profiler::impl::ActivityType;
+  std::set<ActivityType> a{ActivityType::CPU};
+  if (cuda) a.insert(ActivityType::CUDA);
+  return a;
+}
+
+torch::profiler::impl::ProfilerConfig kineto_config() {
+  return torch::profiler::impl::ProfilerConfig(torch::profiler::impl::ProfilerState::KINETO, /*report_input_shapes=*/true);
+}
+
+} // namespace
+
+// Readies torch's (Kineto) profiler for operators on the CPU and, with
+// `cuda`, CUDA kernels and copies (through CUPTI). Call it on the thread
+// that loaded libtorch: Kineto initialises its client there, and prints an
+// error from any other thread.
+int selfsup_profiler_prepare(int cuda, char* err, size_t cap) {
+  SELFSUP_TRY
+  // Kineto's start-up chatter (on a machine without a GPU: errors about
+  // CUDA it was not asked to trace) is not the user's business; a user who
+  // wants it sets KINETO_LOG_LEVEL.
+  setenv("KINETO_LOG_LEVEL", "5", 0);
+  torch::autograd::profiler::prepareProfiler(kineto_config(), activities(cuda));
+  SELFSUP_CATCH(err, cap)
+}
+
+// Starts the prepared profiler for the calling thread's operators (and
+// those of the autograd threads it starts).
 int selfsup_profiler_start(int cuda, char* err, size_t cap) {
   SELFSUP_TRY
-  using namespace torch::profiler::impl;
-  ProfilerConfig config(ProfilerState::KINETO, /*report_input_shapes=*/true);
-  std::set<ActivityType> activities{ActivityType::CPU};
-  if (cuda) activities.insert(ActivityType::CUDA);
-  torch::autograd::profiler::prepareProfiler(config, activities);
-  torch::autograd::profiler::enableProfiler(config, activities);
+  torch::autograd::profiler::enableProfiler(kineto_config(), activities(cuda));
   SELFSUP_CATCH(err, cap)
 }
 

@@ -270,6 +270,16 @@ pub unsafe extern "C" fn selfsup_trainer_stage_times(id: i64, out: *mut f64) -> 
     })
 }
 
+/// Readies torch's profiler; called on the thread that loaded the library
+/// (Kineto's client was registered there), before `selfsup_trainer_profile`.
+#[no_mangle]
+pub extern "C" fn selfsup_profile_prepare() -> i64 {
+    guard(|| {
+        crate::pipeline::profile::prepare()?;
+        Ok(0)
+    })
+}
+
 /// Starts torch's profiler on the trainer's thread (`path` empty), or
 /// stops it and writes its Chrome trace to `path`; on stopping, the table
 /// of the operators' self times goes into `buf` (up to `cap` bytes) and its

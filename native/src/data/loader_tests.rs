@@ -41,7 +41,7 @@ type Sample = (Vec<Vec<u8>>, Vec<Vec<f32>>, i64);
 fn samples_of(batch: &Batch, into: &mut BTreeMap<u64, Sample>) {
     let plane = 3 * (batch.size as usize).pow(2);
     for (i, &pos) in batch.positions.iter().enumerate() {
-        let views = batch.views.iter().map(|v| v[i * plane..(i + 1) * plane].to_vec()).collect();
+        let views = (0..batch.host.views()).map(|v| batch.host.view(v, batch.n)[i * plane..(i + 1) * plane].to_vec()).collect();
         let np = crate::augment::NPARAMS;
         let params = batch.params.iter().filter(|p| !p.is_empty()).map(|p| p[i * np..(i + 1) * np].to_vec()).collect();
         assert!(into.insert(pos, (views, params, batch.labels[i])).is_none(), "position {pos} twice");

@@ -8,6 +8,7 @@ use std::ffi::{c_char, c_int, c_void, CString};
 use std::path::Path;
 
 extern "C" {
+    fn selfsup_profiler_prepare(cuda: c_int, err: *mut c_char, cap: usize) -> c_int;
     fn selfsup_profiler_start(cuda: c_int, err: *mut c_char, cap: usize) -> c_int;
     fn selfsup_profiler_stop(
         path: *const c_char,
@@ -22,7 +23,15 @@ extern "C" {
     fn selfsup_range_end(range: *mut c_void);
 }
 
-/// Starts profiling this thread's operators (and with `cuda` the GPU's kernels and copies).
+/// Readies the profiler for the CPU and, when libtorch sees a GPU, CUDA.
+/// On the thread that loaded libtorch (Kineto's client lives there).
+pub fn prepare() -> Result<()> {
+    let cuda = tch::Cuda::is_available() as c_int;
+    shim(|err, cap| unsafe { selfsup_profiler_prepare(cuda, err, cap) })
+}
+
+/// Starts profiling this thread's operators (and with `cuda` the GPU's
+/// kernels and copies), after `prepare`.
 pub fn start(cuda: bool) -> Result<()> {
     shim(|err, cap| unsafe { selfsup_profiler_start(cuda as c_int, err, cap) })
 }
