@@ -100,12 +100,18 @@ export class StageClock {
  * `time-0[Epoch 3][14.21 sec]: data wait 0.02 | copy 0.00 | augment 0.41 | step 12.11 | read-back 0.01 | test 0.95 | checkpoint+log 0.31 | 35.2 img/s | device busy 97%`
  */
 export function stagesLine(rank: number, epoch: number, s: EpochStages): string {
-  const f = (x: number) => x.toFixed(2);
-  return `time-${rank}[Epoch ${epoch}][${f(s.epoch)} sec]: data wait ${f(s.dataWait)} | copy ${f(s.copy)} | augment ${
-    f(s.augment)
-  } | step ${f(s.step)} | read-back ${f(s.readBack)} | test ${f(s.test)} | checkpoint+log ${f(s.checkpointLog)} | ${
-    s.imagesPerSecond.toFixed(1)
-  } img/s | device busy ${(100 * s.deviceBusy).toFixed(0)}%`;
+  const stages: [string, number][] = [
+    ["data wait", s.dataWait],
+    ["copy", s.copy],
+    ["augment", s.augment],
+    ["step", s.step],
+    ["read-back", s.readBack],
+    ["test", s.test],
+    ["checkpoint+log", s.checkpointLog],
+  ];
+  const figures = stages.map(([name, secs]) => `${name} ${secs.toFixed(2)}`).join(" | ");
+  const rate = `${s.imagesPerSecond.toFixed(1)} img/s | device busy ${Math.round(100 * s.deviceBusy)}%`;
+  return `time-${rank}[Epoch ${epoch}][${s.epoch.toFixed(2)} sec]: ${figures} | ${rate}`;
 }
 
 /** The per-epoch scalar tag of each figure (TensorBoard and metrics.jsonl; docs/OUTPUTS.md). */
@@ -165,7 +171,9 @@ export class StepProfiler {
     const table = await this.trainer.profileStop(this.trace!);
     this.#state = "done";
     const first = PROFILE_SKIP + 1;
-    this.log(`profile: steps ${first}-${this.#trained} of this run; Chrome trace ${this.trace} (ui.perfetto.dev or chrome://tracing)`);
+    this.log(
+      `profile: steps ${first}-${this.#trained} of this run; Chrome trace ${this.trace} (ui.perfetto.dev or chrome://tracing)`,
+    );
     this.log(table.trimEnd());
   }
 }
