@@ -22,6 +22,23 @@ export async function runPython(script: string, args: string[]): Promise<string>
   return new TextDecoder().decode(out.stdout);
 }
 
+/** `train` on `data` with its models and logs under `dir`, one replica, run name prefix `uid`. */
+export function trainArgs(dir: string, data: string, uid: string): string[] {
+  return [
+    "train",
+    "--data-dir",
+    data,
+    "--model-dir",
+    join(dir, "models"),
+    "--log-dir",
+    join(dir, "runs"),
+    "--uid",
+    uid,
+    "--num-replicas",
+    "1",
+  ];
+}
+
 /** Runs the selfsup CLI as a subprocess (same environment, plus `env`). */
 export async function runCli(
   args: string[],

@@ -8,24 +8,14 @@ import { join } from "node:path";
 import { Loader, Trainer, writeDemoDataset } from "../ffi/native.ts";
 import { STEP_LR_TAG } from "../train/logging.ts";
 import { STAGE_TAGS } from "../train/stages.ts";
-import { runCli, runPython, tempDir } from "./helpers.ts";
+import { runCli, runPython, tempDir, trainArgs } from "./helpers.ts";
 import { freePort, missingPython, skipReason } from "./logging_helpers.ts";
 
 async function tinyRun(dir: string, extra: string[] = []) {
   const data = join(dir, "data");
   await writeDemoDataset(data, { trainPerClass: 8, testPerClass: 2 });
   const args = [
-    "train",
-    "--data-dir",
-    data,
-    "--model-dir",
-    join(dir, "models"),
-    "--log-dir",
-    join(dir, "runs"),
-    "--uid",
-    "tiny",
-    "--num-replicas",
-    "1",
+    ...trainArgs(dir, data, "tiny"),
     "--arch",
     "resnet18",
     "--representation-size",

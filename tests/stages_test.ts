@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { writeDemoDataset } from "../ffi/native.ts";
 import { STAGE_TAGS, StageClock, stageScalars, stagesLine } from "../train/stages.ts";
-import { python, runCli, tempDir } from "./helpers.ts";
+import { python, runCli, tempDir, trainArgs } from "./helpers.ts";
 import { missingPython, skipReason } from "./logging_helpers.ts";
 
 Deno.test("stage clock: host stages, laps and device stages make the epoch's figures", async () => {
@@ -71,17 +71,7 @@ async function run(dir: string, perClass: number, extra: string[], heavy?: Uint8
     }
   }
   const args = [
-    "train",
-    "--data-dir",
-    data,
-    "--model-dir",
-    join(dir, "models"),
-    "--log-dir",
-    join(dir, "runs"),
-    "--uid",
-    "stages",
-    "--num-replicas",
-    "1",
+    ...trainArgs(dir, data, "stages"),
     "--no-cuda",
     "--arch",
     "resnet18",
