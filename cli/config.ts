@@ -67,6 +67,8 @@ export interface Config {
   /** Seconds before a rendezvous or collective that does not complete is an error. */
   distributedTimeout: number;
   debugStep: boolean;
+  /** Profile a few training steps with torch's profiler (train/stages.ts). */
+  profile: boolean;
   seed: number | null;
   noCuda: boolean;
   /** The reference's --half: true exactly when precision is fp16. */
@@ -163,6 +165,7 @@ export const DEFAULTS: Settings = {
   distributedPort: 29300,
   distributedTimeout: 600,
   debugStep: false,
+  profile: false,
   seed: null,
   noCuda: false,
   half: false,

@@ -128,6 +128,7 @@ export const FLAGS: Record<string, Flag[]> = {
     { key: "visdomUrl", flags: "--visdom-url <url>", help: "also post scalars and image grids to this visdom server, e.g. http://host" },
     { key: "visdomPort", flags: "--visdom-port <port>", help: "visdom port", parse: "int", follows: "the URL's, else 8097" },
     { key: "debugStep", flags: "--debug-step", help: "one minibatch per pass" },
+    { key: "profile", flags: "--profile", help: "profile training steps 3-7 with torch's profiler: a Chrome trace profile.json in the log folder and a table of operators by self time (rank 0)" },
   ],
   "Distributed": [
     { key: "numReplicas", flags: "--num-replicas <n>", help: "number of replicas, one process each", parse: "int", follows: "WORLD_SIZE or SLURM_NTASKS, else one per GPU of this machine (1 on a CPU)" },

@@ -206,6 +206,18 @@ export interface StepRow extends StepMetrics {
   skipped: boolean;
 }
 
+/** Seconds of the training steps on the device (the CPU: the trainer's thread), by stage. */
+export interface DeviceStages {
+  /** The batches' host→device copies. */
+  copy: number;
+  /** Views from the uint8 batches and the photometric augmentations. */
+  augment: number;
+  /** Forward, backward, update (with DDP's all-reduces). */
+  step: number;
+  /** Steps counted. */
+  steps: number;
+}
+
 /** Which weights features come from: the live ones, the Polyak average, or BYOL's target. */
 export type FeatureWeights = "online" | "polyak" | "target";
 
@@ -297,7 +309,11 @@ export class Trainer extends Handle {
     check(await native().selfsup_trainer_train_step(BigInt(this.id), BigInt(batch.take()), lr, tau, null));
   }
 
-  /** The rows of the (at most `count`) deferred steps since the last call, in step order; one host synchronisation. */
+  /**
+   * The rows of the oldest `count` deferred steps not taken yet, in step
+   * order. The host waits for the last of them only; newer steps keep the
+   * device busy meanwhile.
+   */
   async takeMetrics(count: number): Promise<StepRow[]> {
     const m = new Float64Array(Math.max(1, count) * STEP_ROW);
     const n = check(await native().selfsup_trainer_take_metrics(BigInt(this.id), m, BigInt(count)));
@@ -305,6 +321,31 @@ export class Trainer extends Handle {
       const r = m.subarray(i * STEP_ROW, (i + 1) * STEP_ROW);
       return { ...metricsOf(r), lossScale: r[6], skipped: r[7] !== 0 };
     });
+  }
+
+  /**
+   * Seconds the training steps read back since the last call spent in
+   * their batch's host→device copy, the augmentations, and forward +
+   * backward + update: CUDA events on a GPU, wall clocks of the trainer's
+   * thread on the CPU.
+   */
+  async stageTimes(): Promise<DeviceStages> {
+    const t = new Float64Array(4);
+    check(await native().selfsup_trainer_stage_times(BigInt(this.id), t));
+    return { copy: t[0], augment: t[1], step: t[2], steps: t[3] };
+  }
+
+  /** Starts torch's profiler on the trainer's thread (its operators; on a GPU also kernels and copies). */
+  async profileStart(): Promise<void> {
+    check(native().selfsup_profile_prepare());
+    check(await native().selfsup_trainer_profile(BigInt(this.id), null, 0n, null, 0n));
+  }
+
+  /** Stops the profiler, writes its Chrome trace to `path`; returns a table of the top operators by self time. */
+  async profileStop(path: string): Promise<string> {
+    const p = utf8(path), table = new Uint8Array(16 << 10);
+    const n = check(await native().selfsup_trainer_profile(BigInt(this.id), p, BigInt(p.length), table, BigInt(table.length)));
+    return new TextDecoder().decode(table.subarray(0, Math.min(n, table.length)));
   }
 
   /** Before a test pass, on every rank: rank 0's BatchNorm buffers everywhere (DDP's broadcast). */

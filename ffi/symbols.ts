@@ -42,8 +42,14 @@ export const symbols = {
     result: "i64",
     nonblocking: true,
   },
-  /** (trainer id, out Float64Array[STEP_ROW × rows], rows of room) → rows: the steps run with a null metrics buffer since the last call */
+  /** (trainer id, out Float64Array[STEP_ROW × rows], rows) → rows taken: the oldest steps run with a null metrics buffer and not taken yet */
   selfsup_trainer_take_metrics: { parameters: ["i64", "buffer", "usize"], result: "i64", nonblocking: true },
+  /** (trainer id, out Float64Array[4]) → 0: seconds in copy, augmentation and step of the steps read back since the last call, and their count */
+  selfsup_trainer_stage_times: { parameters: ["i64", "buffer"], result: "i64", nonblocking: true },
+  /** () → 0: readies torch's profiler; synchronous, so it runs on the thread that loaded libtorch, as Kineto wants */
+  selfsup_profile_prepare: { parameters: [], result: "i64" },
+  /** (trainer id, trace path or empty to start, length, out table buffer, capacity) → 0 on start; on stop the table's length */
+  selfsup_trainer_profile: { parameters: ["i64", "buffer", "usize", "buffer", "usize"], result: "i64", nonblocking: true },
   /** (trainer id, batch id (consumed), out Float64Array[6]) → 0 */
   selfsup_trainer_eval_step: { parameters: ["i64", "i64", "buffer"], result: "i64", nonblocking: true },
   /** (trainer id) → 0: before a test pass, rank 0's BatchNorm buffers on every replica (all ranks call it) */

@@ -61,7 +61,8 @@ fn main() {
         .flag_if_supported("-Wno-unused-parameter")
         .file("shim/shim.cpp")
         .file("shim/dist_core.cpp")
-        .file("shim/amp.cpp");
+        .file("shim/amp.cpp")
+        .file("shim/pipeline.cpp");
     if nccl {
         shim.define("SELFSUP_WITH_NCCL", None);
     }

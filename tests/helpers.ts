@@ -22,6 +22,24 @@ export async function runPython(script: string, args: string[]): Promise<string>
   return new TextDecoder().decode(out.stdout);
 }
 
+/** `train` on `data` with its models and logs under `dir`, one replica on the CPU, run name prefix `uid`. */
+export function trainArgs(dir: string, data: string, uid: string): string[] {
+  return [
+    "train",
+    "--data-dir",
+    data,
+    "--model-dir",
+    join(dir, "models"),
+    "--log-dir",
+    join(dir, "runs"),
+    "--uid",
+    uid,
+    "--num-replicas",
+    "1",
+    "--no-cuda",
+  ];
+}
+
 /** Runs the selfsup CLI as a subprocess (same environment, plus `env`; in `cwd` when given). */
 export async function runCli(
   args: string[],

@@ -7,24 +7,15 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { Loader, Trainer, writeDemoDataset } from "../ffi/native.ts";
 import { STEP_LR_TAG } from "../train/logging.ts";
-import { runCli, runPython, tempDir } from "./helpers.ts";
+import { STAGE_TAGS } from "../train/stages.ts";
+import { runCli, runPython, tempDir, trainArgs } from "./helpers.ts";
 import { freePort, missingPython, skipReason } from "./logging_helpers.ts";
 
 async function tinyRun(dir: string, extra: string[] = []) {
   const data = join(dir, "data");
   await writeDemoDataset(data, { trainPerClass: 8, testPerClass: 2 });
   const args = [
-    "train",
-    "--data-dir",
-    data,
-    "--model-dir",
-    join(dir, "models"),
-    "--log-dir",
-    join(dir, "runs"),
-    "--uid",
-    "tiny",
-    "--num-replicas",
-    "1",
+    ...trainArgs(dir, data, "tiny"),
     "--arch",
     "resnet18",
     "--representation-size",
@@ -75,7 +66,7 @@ Deno.test({
     ) => [`train_${k}`, `test_${k}`]);
     assert.deepEqual(
       Object.keys(got.scalars).sort(),
-      [...perEpoch, "train_learning-rate", STEP_LR_TAG].sort(),
+      [...perEpoch, "train_learning-rate", STEP_LR_TAG, ...Object.values(STAGE_TAGS)].sort(),
     );
     for (const tag of perEpoch) assert.deepEqual(got.scalars[tag].map((p: number[]) => p[0]), [1, 2], tag);
     // 80 images, batches of 32, last one dropped: 2 steps an epoch.
@@ -106,7 +97,7 @@ Deno.test({
     const lines = Deno.readTextFileSync(join(runDir, "metrics.jsonl")).trimEnd().split("\n").map((l) =>
       JSON.parse(l)
     );
-    assert.equal(lines.length, 4 + 2 * 11);
+    assert.equal(lines.length, 4 + 2 * 11 + 2 * Object.keys(STAGE_TAGS).length);
     assert.equal(lines.filter((l) => l.tag === "test_top1").length, 2);
   },
 });

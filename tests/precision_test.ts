@@ -136,7 +136,7 @@ Deno.test("a short CPU bf16 run stays finite and tracks the fp32 loss", async ()
   );
 });
 
-/** The summary lines without their timings, and metrics.jsonl without its clock. */
+/** The summary lines without their timings, and metrics.jsonl without its clock and stage timings (time_*). */
 function logsOf(stdout: string, logDir: string) {
   const lines = stdout.split("\n").filter((l) => /^(train|test|amp)-0\[/.test(l)).map((l) =>
     l.replace(/\[[\d.]+ sec\]/, "")
@@ -145,7 +145,7 @@ function logsOf(stdout: string, logDir: string) {
   const jsonl = Deno.readTextFileSync(join(logDir, run, "metrics.jsonl")).trim().split("\n").map((l) => {
     const { time: _, ...rest } = JSON.parse(l);
     return JSON.stringify(rest);
-  });
+  }).filter((l) => !l.startsWith('{"tag":"time_'));
   return { lines, jsonl };
 }
 

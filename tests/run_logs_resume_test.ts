@@ -19,7 +19,11 @@ const noTensorboard = missingPython("tensorboard");
 /** metrics.jsonl and (when tensorboard is there) the TensorBoard scalars of the run in `dir`. */
 async function logsOf(dir: string, name: string) {
   const run = join(dir, "runs", name);
-  const scalars = noTensorboard ? null : JSON.parse(await runPython("tb_read.py", [run])).scalars;
+  const read: Record<string, number[][]> | null = noTensorboard ? null : JSON.parse(await runPython("tb_read.py", [run])).scalars;
+  // Stage timings (time_*) are wall-clock figures: compare their steps, not their values.
+  const scalars = read && Object.fromEntries(
+    Object.entries(read).map(([tag, pts]) => [tag, tag.startsWith("time_") ? pts.map((p) => p[0]) : pts]),
+  );
   // One event file (its name holds a time and pid), metrics.jsonl, config.json.
   const files = filesIn(run).map((f) => f.startsWith("events.out.tfevents.") ? "events.out.tfevents.*" : f);
   return { metrics: metricsWithoutTime(join(run, "metrics.jsonl")), scalars, files };

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { dirname, resolve } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { type Config, ConfigError } from "../cli/config.ts";
 import { Loader, type LoaderConfig, type StepMetrics, type StepRow, Trainer, version } from "../ffi/native.ts";
 import { byolTau, lrAt, type Schedule, scaledLr } from "./schedule.ts";
@@ -29,6 +29,7 @@ import { BestSaver } from "./saver.ts";
 import { AgreedStop, requeueUnderSlurm, StopFlag } from "./signals.ts";
 import { Progress } from "./progress.ts";
 import { RunLog } from "./logging.ts";
+import { type EpochStages, StageClock, stageScalars, stagesLine, StepProfiler } from "./stages.ts";
 import { type DataLayout, dataLayout, inMemoryLine, layoutLines, loaderFolder, requireLabels, skippedLine } from "../cli/data.ts";
 import { replicaDevice, threadsPerReplica } from "../cli/launch.ts";
 import { tensorboardHint } from "../cli/tensorboard.ts";
@@ -73,6 +74,8 @@ export interface EpochSummary {
   test: PassMetrics | null;
   lr: number;
   seconds: number;
+  /** Where the epoch's time went (train/stages.ts). */
+  stages: EpochStages;
 }
 
 export interface RunResult {
@@ -295,9 +298,11 @@ export async function train(cfg: Config, log: (line: string) => void = console.l
   let pending: { step: number; batch: number; lr: number }[] = [];
   // The totals of a checkpoint inside an epoch: that epoch's means count its batches from before the stop.
   let carried = pos.batch > 0 ? side?.train ?? null : null;
+  const profiler = new StepProfiler(trainer, cfg.profile && runLog.dir ? join(runLog.dir, "profile.json") : null, log);
   while (pos.epoch <= cfg.epochs && !stop.requested) {
     const epoch = pos.epoch;
     const t0 = performance.now();
+    const clock = new StageClock();
     const trainMeter = new Meter();
     const progress = new Progress(`epoch ${epoch}/${cfg.epochs}`, steps);
     const amp = { skipped: 0, steps: 0, scale: 0 };
@@ -308,10 +313,12 @@ export async function train(cfg: Config, log: (line: string) => void = console.l
     }
     const totals = () => ({ ...trainMeter.totals(), ampSkipped: amp.skipped, ampSteps: amp.steps, ampScale: amp.scale });
     // Reads the pending steps' metrics back (one synchronisation) and logs
-    // them step by step, exactly as if each had been read at once.
-    const drain = async () => {
-      if (pending.length === 0) return;
-      const rows: StepRow[] = await trainer.takeMetrics(pending.length);
+    // them step by step, exactly as if each had been read at once. On CUDA
+    // the newest `keep` steps stay queued, so the GPU has work while the
+    // host waits for the older ones and logs them.
+    const drain = (keep = 0) => clock.time("readBack", async () => {
+      if (pending.length <= keep) return;
+      const rows: StepRow[] = await trainer.takeMetrics(pending.length - keep);
       rows.forEach((m, i) => {
         const at = pending[i];
         if (!Number.isFinite(m.loss)) throw new Error(`the loss became ${m.loss} at step ${at.step + 1}; lower --lr`);
@@ -325,16 +332,17 @@ export async function train(cfg: Config, log: (line: string) => void = console.l
         trainMeter.add(m);
         progress.update(at.batch + 1, trainMeter.samples, m.loss);
       });
-      pending = [];
-    };
+      pending.splice(0, rows.length);
+    });
     trainLoader.startEpoch(epoch - 1, pos.batch);
     // The learning rate of the epoch's last step so far (a resume may start after it).
     let lr = pos.batch > 0 ? lrAt(schedule, pos.step - 1) : 0;
     while (pos.batch < steps && !stop.requested) {
-      const batch = await trainLoader.next();
+      const batch = await clock.time("dataWait", () => trainLoader.next());
       if (!batch) break;
       lr = lrAt(schedule, pos.step);
       const tau = byolTau(cfg.baseDecay, pos.step, schedule.totalSteps);
+      await profiler.beforeStep();
       await trainer.trainStepDeferred(batch, lr, tau);
       pending.push({ step: pos.step, batch: pos.batch, lr });
       pos.step++;
@@ -343,17 +351,20 @@ export async function train(cfg: Config, log: (line: string) => void = console.l
       if (pos.step === selfKill) Deno.kill(Deno.pid, "SIGKILL");
       // Every replica reads back (and agrees on a stop) after the same steps.
       if (pos.step % every === 0 || pos.batch === steps) {
-        await drain();
+        await drain(pos.batch === steps || !cuda ? 0 : 1);
         if (stop instanceof AgreedStop) await stop.agree();
       }
       if (lock?.lost) throw new Error(lock.lost);
+      await profiler.afterStep(drain);
       if (cfg.checkpointMinutes > 0 && performance.now() - lastSave > cfg.checkpointMinutes * 60_000) {
         await drain();
-        await save("last", totals());
+        await clock.time("checkpointLog", () => save("last", totals()));
         lastSave = performance.now();
       }
     }
     await drain();
+    await profiler.afterStep(drain, true);
+    clock.trainDone();
     progress.done();
     const trainSecs = (performance.now() - t0) / 1000;
     log(summaryLine("train", cfg.rank, epoch, trainMeter.samples, trainSecs, trainMeter.mean(), layout.labelled));
@@ -368,6 +379,7 @@ export async function train(cfg: Config, log: (line: string) => void = console.l
     // epoch-end checkpoint below reuses this weights file).
     await save("last", totals());
     lastSave = performance.now();
+    clock.lap("checkpointLog");
     if (amp.steps > 0) runLog.scalars(epoch, { "train_skipped-steps": amp.skipped, "train_loss-scale": amp.scale });
     const test = testLoader ? await testPass(epoch, testLoader) : null;
     if (cfg.knnMonitor > 0 && epoch % cfg.knnMonitor === 0) {
@@ -376,14 +388,21 @@ export async function train(cfg: Config, log: (line: string) => void = console.l
       runLog.scalars(epoch, { "test_knn-top1": knn.top1, "test_knn-top5": knn.top5 });
     }
     const means = { train: trainMeter.mean(), test: test?.meter.mean() ?? null };
-    epochs.push({ epoch, ...means, lr, seconds: trainSecs + (test?.secs ?? 0) });
     result = { epoch, ...means, labelled: layout.labelled };
     runLog.epoch(epoch, means.train, means.test, lr, { train: layout.labelled, test: layout.testLabelled });
+    clock.lap("test");
     await runLog.augmentations(trainer, epoch);
     const verdict = saver.observe(epoch, (best.split === "test" ? means.test! : means.train)[best.key]);
     pos.epoch++;
     pos.batch = 0;
     if (verdict.best) await save("best");
+    clock.lap("checkpointLog");
+    // Logged before the epoch's last checkpoint, which commits them with the
+    // epoch (that save reuses the weights written after training: a sidecar).
+    const stages = clock.finish(await trainer.stageTimes(), trainMeter.samples);
+    log(stagesLine(cfg.rank, epoch, stages));
+    runLog.scalars(epoch, stageScalars(stages));
+    epochs.push({ epoch, ...means, lr, seconds: trainSecs + (test?.secs ?? 0), stages });
     await save("last");
     lastSave = performance.now();
     if (verdict.stop) {

@@ -17,7 +17,7 @@
 //!
 //! and writes the seconds spent on the trainer's thread.
 use crate::augment::Recipe;
-use crate::data::buffer::HostImages;
+use crate::data::buffer::HostBatch;
 use crate::data::loader::Batch;
 use crate::status::guard;
 use crate::trainer::{State, METRICS};
@@ -45,16 +45,17 @@ thread_local! {
 }
 
 impl Fixed {
-    fn batch(&self) -> Batch {
+    /// A copy of the batch as a loader makes it (pinned for a GPU).
+    fn batch(&self, pin: bool) -> Result<Batch> {
         let n = self.labels.len();
-        Batch {
-            n,
-            size: self.size,
-            views: self.images.iter().map(|v| HostImages::Plain(v.clone())).collect(),
-            params: self.params.to_vec(),
-            labels: self.labels.clone(),
-            positions: (0..n as u64).collect(),
+        let plane = 3 * (self.size as usize).pow(2);
+        let mut host = HostBatch::new(n, self.size, 2, pin)?;
+        for (v, images) in self.images.iter().enumerate() {
+            for i in 0..n {
+                host.image_mut(v, i).copy_from_slice(&images[i * plane..(i + 1) * plane]);
+            }
         }
+        Batch::new(host, n, self.params.to_vec(), self.labels.clone(), (0..n as u64).collect())
     }
 }
 
@@ -86,7 +87,7 @@ fn setup(s: &mut State, n: usize, size: u32, classes: i64, seed: u64) -> Result<
     let params = [params(), params()];
     let labels: Vec<i64> = (0..n as i64).map(|i| i % classes).collect();
     let mut fixed = Fixed { images, params, labels, size, views: (Tensor::new(), Tensor::new(), Tensor::new()) };
-    let (v1, v2) = s.views(&fixed.batch())?;
+    let (v1, v2, _, _) = s.views(&fixed.batch(s.model.device().is_cuda())?)?;
     let y = Tensor::from_slice(&fixed.labels).f_to_device(s.model.device())?;
     fixed.views = (v1, v2, y);
     FIXED.with(|f| *f.borrow_mut() = Some(fixed));
@@ -114,7 +115,7 @@ fn step(s: &mut State, mode: u32, lr: f64, tau: f64) -> Result<([f64; METRICS], 
                 Ok((out, secs))
             }
             2 => {
-                let batch = fixed.batch();
+                let batch = fixed.batch(s.model.device().is_cuda())?;
                 let t = Instant::now();
                 let m = s.train_step(batch, lr, tau)?;
                 Ok((m, t.elapsed().as_secs_f64()))

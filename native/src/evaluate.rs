@@ -12,7 +12,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Deserialize;
-use tch::{nn::VarStore, Device, Kind, Reduction, Tensor};
+use tch::{nn::VarStore, Kind, Reduction, Tensor};
 
 /// Features and labels of one split, gathered batch by batch.
 #[derive(Default)]
@@ -116,9 +116,4 @@ pub fn knn(train: &FeatureSet, test: &FeatureSet, classes: i64, k: i64, temperat
         }
     }
     Ok([100.0 * hits[0] / n as f64, 100.0 * hits[1] / n as f64])
-}
-
-/// Features to keep on the device they were made on, detached.
-pub fn keep(feats: &Tensor, labels: &[i64], device: Device) -> Result<(Tensor, Tensor)> {
-    Ok((feats.f_detach()?, Tensor::from_slice(labels).f_to_device(device)?))
 }

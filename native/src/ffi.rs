@@ -236,20 +236,14 @@ pub unsafe extern "C" fn selfsup_trainer_train_step(id: i64, batch: i64, lr: f64
     })
 }
 
-/// The rows of the steps run without a metrics buffer since the last
-/// call, STEP_ROW f64s each (METRICS, loss scale, skipped), into `out`
-/// (room for `cap` rows); returns the number of rows. Too little room is
-/// an error and keeps the rows.
+/// The rows of the oldest `cap` steps run without a metrics buffer and
+/// not taken yet, STEP_ROW f64s each (METRICS, loss scale, skipped), into
+/// `out`; returns the number of rows. The host waits for the last of them
+/// only: newer steps stay queued on the device.
 #[no_mangle]
 pub unsafe extern "C" fn selfsup_trainer_take_metrics(id: i64, out: *mut f64, cap: usize) -> i64 {
     guard(|| {
-        let rows = trainer(id)?.call(move |s| {
-            let n = s.pending_steps();
-            if n > cap {
-                bail!("{n} deferred steps, room for {cap}");
-            }
-            s.take_rows()
-        })?;
+        let rows = trainer(id)?.call(move |s| s.take_rows(cap))?;
         if !rows.is_empty() {
             if out.is_null() {
                 bail!("null metrics buffer");
@@ -258,6 +252,51 @@ pub unsafe extern "C" fn selfsup_trainer_take_metrics(id: i64, out: *mut f64, ca
             std::ptr::copy_nonoverlapping(flat.as_ptr(), out, flat.len());
         }
         Ok(rows.len() as i64)
+    })
+}
+
+/// Seconds the training steps read back since the last call spent copying
+/// their batch to the device, augmenting it, and in forward, backward and
+/// update, and how many steps that was: 4 f64s into `out`
+/// (pipeline/mod.rs StageTimes: CUDA events on a GPU, wall clocks on the
+/// trainer's thread on the CPU).
+#[no_mangle]
+pub unsafe extern "C" fn selfsup_trainer_stage_times(id: i64, out: *mut f64) -> i64 {
+    guard(|| {
+        if out.is_null() {
+            bail!("null stage times buffer");
+        }
+        let t = trainer(id)?.call(|s| Ok(s.pipe.take_times()))?;
+        std::ptr::copy_nonoverlapping([t.copy, t.augment, t.step, t.steps as f64].as_ptr(), out, 4);
+        Ok(0)
+    })
+}
+
+/// Readies torch's profiler; called on the thread that loaded the library
+/// (Kineto's client was registered there), before `selfsup_trainer_profile`.
+#[no_mangle]
+pub extern "C" fn selfsup_profile_prepare() -> i64 {
+    guard(|| {
+        crate::pipeline::profile::prepare()?;
+        Ok(0)
+    })
+}
+
+/// Starts torch's profiler on the trainer's thread (`path` empty), or
+/// stops it and writes its Chrome trace to `path`; on stopping, the table
+/// of the operators' self times goes into `buf` (up to `cap` bytes) and its
+/// full length is returned.
+#[no_mangle]
+pub unsafe extern "C" fn selfsup_trainer_profile(id: i64, path: *const u8, len: usize, buf: *mut u8, cap: usize) -> i64 {
+    guard(|| {
+        let t = trainer(id)?;
+        if len == 0 {
+            t.call(|s| crate::pipeline::profile::start(s.model.device().is_cuda()))?;
+            return Ok(0);
+        }
+        let p = PathBuf::from(text(path, len)?);
+        let table = t.call(move |_| crate::pipeline::profile::stop(&p, 15))?;
+        Ok(write_text(&table, buf, cap))
     })
 }
 

@@ -15,6 +15,7 @@ pub mod losses;
 pub mod model;
 pub mod nn;
 pub mod optim;
+pub mod pipeline;
 pub mod simclr;
 pub mod status;
 pub mod thread;

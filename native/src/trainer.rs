@@ -3,6 +3,8 @@
 use crate::augment;
 use crate::data::loader::Batch;
 use crate::model::{Model, ModelConfig};
+use crate::pipeline::profile::Range;
+use crate::pipeline::{Marks, Pipeline};
 use crate::thread::Owner;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
@@ -64,9 +66,9 @@ pub struct State {
     pub(crate) replica: crate::dist::Replica,
     /// Views go to the model channels_last.
     channels_last: bool,
-    /// Deferred steps' rows on the device (7 values: loss … top-5, loss
-    /// scale, skipped) with their sample counts, until `take_rows`.
-    pending: Vec<(Tensor, usize)>,
+    /// Batches to the device, deferred steps' rows (7 values: loss …
+    /// top-5, loss scale, skipped) back, stage timings.
+    pub(crate) pipe: Pipeline,
 }
 
 fn device_of(name: &str) -> Result<Device> {
@@ -123,7 +125,8 @@ pub fn spawn(cfg: TrainerConfig) -> Result<Owner<State>> {
             }
         }
         replica.attach(&model)?;
-        Ok(State { model, features: Default::default(), shown: [None, None, None], replica, channels_last, pending: Vec::new() })
+        let pipe = Pipeline::new(device)?;
+        Ok(State { model, features: Default::default(), shown: [None, None, None], replica, channels_last, pipe })
     })
 }
 
@@ -133,10 +136,18 @@ fn fill(out: &mut [f64; METRICS], values: Vec<f64>, n: usize) {
 }
 
 impl State {
-    pub(crate) fn views(&self, batch: &Batch) -> Result<(Tensor, Tensor)> {
-        let (v1, v2) = augment::views_on_device(batch, self.model.device())?;
+    /// A training batch's two augmented views on the device, in the model's
+    /// dtype and layout; with the marks of its copy and augmentation.
+    pub(crate) fn views(&mut self, batch: &Batch) -> Result<(Tensor, Tensor, Tensor, Marks)> {
+        let (on, mut marks) = self.pipe.upload(batch)?;
+        let _range = Range::new(c"selfsup::augment");
+        let (v1, v2) = augment::training_views(batch, &on)?;
         let kind = self.model.params.first().map_or(Kind::Float, |p| p.tensor.kind());
-        Ok((self.layout(v1.f_to_kind(kind)?)?, self.layout(v2.f_to_kind(kind)?)?))
+        let (v1, v2) = (self.layout(v1.f_to_kind(kind)?)?, self.layout(v2.f_to_kind(kind)?)?);
+        self.shown[0] = Some(shown(&v1)?);
+        self.shown[1] = Some(shown(&v2)?);
+        self.pipe.mark(&mut marks)?;
+        Ok((v1, v2, on.labels, marks))
     }
 
     /// Images in the layout the model's convolutions want.
@@ -148,53 +159,50 @@ impl State {
         }
     }
 
+    /// A training step from the uint8 batch to its row of metrics on its
+    /// way to the host, with its stage marks; no host synchronisation.
+    fn staged_step(&mut self, batch: &Batch, lr: f64, tau: f64) -> Result<(Tensor, Marks)> {
+        let (v1, v2, labels, mut marks) = self.views(batch)?;
+        let row = {
+            let _range = Range::new(c"selfsup::step");
+            let row = self.step_row(&v1, &v2, &labels, lr, tau).map_err(|e| self.replica.explain(e))?;
+            self.pipe.to_host(&row)?
+        };
+        self.pipe.mark(&mut marks)?;
+        Ok((row, marks))
+    }
+
     /// One step at learning rate `lr`; `tau` is BYOL's target decay. With
     /// several replicas the metrics (and the sample count) are over all of
     /// them.
     pub fn train_step(&mut self, batch: Batch, lr: f64, tau: f64) -> Result<[f64; METRICS]> {
-        let (v1, v2) = self.views(&batch)?;
-        self.shown[0] = Some(shown(&v1)?);
-        self.shown[1] = Some(shown(&v2)?);
-        let labels = labels_to_device(&batch.labels, self.model.device())?;
-        let values = self.replicated_step(&v1, &v2, &labels, lr, tau).map_err(|e| self.replica.explain(e))?;
+        let (row, marks) = self.staged_step(&batch, lr, tau)?;
+        let values = self.pipe.read_now(row, marks)?;
         let mut out = [0.0; METRICS];
-        fill(&mut out, values, batch.n * self.replica.world());
+        fill(&mut out, values[..5].to_vec(), batch.n * self.replica.world());
         Ok(out)
     }
 
-    /// A training step whose metrics stay on the device until
+    /// A training step whose metrics stay on their way to the host until
     /// `take_rows`: no host synchronisation, so the host can queue the
     /// next step while the GPU still runs this one.
     pub fn train_step_deferred(&mut self, batch: Batch, lr: f64, tau: f64) -> Result<()> {
-        let (v1, v2) = self.views(&batch)?;
-        self.shown[0] = Some(shown(&v1)?);
-        self.shown[1] = Some(shown(&v2)?);
-        let labels = labels_to_device(&batch.labels, self.model.device())?;
-        let row = self.step_row(&v1, &v2, &labels, lr, tau).map_err(|e| self.replica.explain(e))?;
-        self.pending.push((row, batch.n * self.replica.world()));
+        let (row, marks) = self.staged_step(&batch, lr, tau)?;
+        self.pipe.defer(row, batch.n * self.replica.world(), marks);
         Ok(())
     }
 
     /// Steps run with deferred metrics and not yet taken.
     pub fn pending_steps(&self) -> usize {
-        self.pending.len()
+        self.pipe.pending()
     }
 
-    /// The deferred steps' rows (STEP_ROW values each, in step order), read
-    /// back with one synchronisation; none are kept afterwards.
-    pub fn take_rows(&mut self) -> Result<Vec<[f64; STEP_ROW]>> {
-        if self.pending.is_empty() {
-            return Ok(Vec::new());
-        }
-        let rows: Vec<Tensor> = self.pending.iter().map(|(r, _)| r.shallow_clone()).collect();
-        let host = Vec::<f64>::try_from(&Tensor::f_stack(&rows, 0)?.f_to_device(Device::Cpu)?.f_view([-1])?)?;
-        let out = host
-            .chunks(7)
-            .zip(&self.pending)
-            .map(|(v, (_, n))| [v[0], v[1], v[2], v[3], v[4], *n as f64, v[5], v[6]])
-            .collect();
-        self.pending.clear();
-        Ok(out)
+    /// The oldest `count` deferred steps' rows (STEP_ROW values each, in
+    /// step order); the host waits for the last of them only, so newer
+    /// steps can keep the GPU busy meanwhile.
+    pub fn take_rows(&mut self, count: usize) -> Result<Vec<[f64; STEP_ROW]>> {
+        let rows = self.pipe.take(count)?;
+        Ok(rows.iter().map(|(v, n)| [v[0], v[1], v[2], v[3], v[4], *n as f64, v[5], v[6]]).collect())
     }
 
     /// Forward, backward (gradients averaged over replicas by DDP), update;
@@ -230,11 +238,10 @@ impl State {
     }
 
     pub fn eval_step(&mut self, batch: Batch) -> Result<[f64; METRICS]> {
-        let dev = self.model.device();
-        let x = self.layout(augment::images_on_device(&batch, dev)?)?;
+        let (on, _) = self.pipe.upload(&batch)?;
+        let x = self.layout(augment::test_images(&on)?)?;
         self.shown[2] = Some(shown(&x)?);
-        let labels = labels_to_device(&batch.labels, dev)?;
-        let m = self.model.eval_losses(&x, &labels)?;
+        let m = self.model.eval_losses(&x, &on.labels)?;
         let mut out = [0.0; METRICS];
         fill(&mut out, m.to_vec()?, batch.n);
         Ok(out)
@@ -299,8 +306,4 @@ fn shown(views: &Tensor) -> Result<Tensor> {
     let k = views.size()[0].min(SHOWN_VIEWS);
     let x = views.f_narrow(0, 0, k)?.f_detach()?.f_mul_scalar(255.0)?.f_round()?;
     Ok(x.f_clamp(0.0, 255.0)?.f_to_kind(Kind::Uint8)?)
-}
-
-fn labels_to_device(labels: &[i64], device: Device) -> Result<Tensor> {
-    Ok(Tensor::from_slice(labels).f_to_device(device)?)
 }

@@ -44,11 +44,13 @@ impl State {
         if set > 1 {
             bail!("feature set must be 0 (train) or 1 (test)");
         }
-        let dev = self.model.device();
-        let x = crate::augment::images_on_device(&batch, dev)?;
+        let (on, _) = self.pipe.upload(&batch)?;
+        let x = crate::augment::test_images(&on)?;
         let f = self.model.features(&x, weights)?;
-        let (f, y) = evaluate::keep(&f, &batch.labels, dev)?;
-        self.features[set].push(f, y);
+        // The labels copied out: a view would keep the batch's whole buffer alive.
+        let mut y = on.labels.f_zeros_like()?;
+        y.f_copy_(&on.labels)?;
+        self.features[set].push(f.f_detach()?, y);
         Ok(())
     }
 

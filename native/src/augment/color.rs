@@ -4,10 +4,11 @@
 use anyhow::Result;
 use tch::{Kind, Tensor};
 
-/// torchvision's rgb_to_grayscale weights (ITU-R 601-2 luma, as PIL's "L"), one channel out.
+/// torchvision's rgb_to_grayscale (ITU-R 601-2 luma, as PIL's "L"), one channel out, with its
+/// scalar weights: a weight tensor would be a host→device copy (and a wait for the GPU) per call.
 pub fn grayscale(x: &Tensor) -> Result<Tensor> {
-    let w = Tensor::from_slice(&[0.2989f32, 0.587, 0.114]).f_to_device(x.device())?.f_view([1, 3, 1, 1])?;
-    Ok((x * w).f_sum_dim_intlist(1, true, Kind::Float)?)
+    let c = |i: i64| x.f_narrow(1, i, 1);
+    Ok(c(0)?.f_mul_scalar(0.2989)?.f_add(&c(1)?.f_mul_scalar(0.587)?)?.f_add(&c(2)?.f_mul_scalar(0.114)?)?)
 }
 
 /// torchvision's _blend: clamp(f·a + (1 − f)·b, 0, 1).

@@ -1,6 +1,7 @@
 //! Photometric augmentations, batched on the training device, with
 //! parameters drawn per image on the loader threads (so the randomness is
-//! keyed by sample, see data/loader.rs) and shipped with the batch.
+//! keyed by sample, see data/loader.rs) and turned there into a plan of
+//! which images each op touches (plan.rs), shipped with the batch.
 //!
 //! The order is the reference's train transform after the crop
 //! (REFERENCE.md §3.3): horizontal flip, colour jitter (its four ops in
@@ -9,11 +10,14 @@
 //! asymmetric views. Each op follows torchvision's tensor kernels.
 pub mod blur;
 pub mod color;
+pub mod plan;
 
+use crate::data::buffer::DeviceBatch;
 use crate::data::loader::Batch;
 use anyhow::{bail, Result};
+pub use plan::Plan;
 use rand::Rng;
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 pub use blur::{gaussian_blur, kernel_size};
 pub use color::{adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, grayscale, solarize};
@@ -110,85 +114,38 @@ pub fn permutation(mut k: usize) -> [usize; 4] {
     out
 }
 
-/// uint8 views [B,3,H,W] on the device plus their host parameters
-/// (B × NPARAMS) → float views in [0, 1] after flip, colour jitter,
-/// grayscale, blur and solarisation. Which images an op touches is known
-/// on the host, so each op runs only on its images (gathered with
-/// index_select) and the device is never asked for a mask.
+/// uint8 views [B,3,H,W] plus their parameters (B × NPARAMS) → float
+/// views in [0, 1] after flip, colour jitter, grayscale, blur and
+/// solarisation: the plan of `params` (plan.rs), its data copied to the
+/// views' device. Training gets plans with its batches instead
+/// (`training_views`); this is for tests and the parity checks.
 pub fn apply(views: &Tensor, params: &[f32]) -> Result<Tensor> {
-    let (n, _, size, _) = views.size4()?;
-    let n = n as usize;
-    if params.len() != n * NPARAMS {
-        bail!("{} augmentation parameters for {n} images; expected {}", params.len(), n * NPARAMS);
-    }
-    let p = |i: usize, k: usize| params[i * NPARAMS + k];
-    let on = |i: usize, k: usize| p(i, k) > 0.5;
-    let mut x = views.f_to_kind(Kind::Float)?.f_div_scalar(255.0)?;
-    x = on_subset(&x, &which(n, |i| on(i, FLIP)), |s, _| Ok(s.f_flip([3i64].as_slice())?))?;
-    for round in 0..4 {
-        for (op, column) in [BRIGHTNESS, CONTRAST, SATURATION, HUE].into_iter().enumerate() {
-            let picked = which(n, |i| on(i, JITTER) && permutation(p(i, ORDER) as usize)[round] == op);
-            x = on_subset(&x, &picked, |s, idx| {
-                let f = values(params, idx, column, s.device())?;
-                match op {
-                    0 => adjust_brightness(s, &f.f_view([-1, 1, 1, 1])?),
-                    1 => adjust_contrast(s, &f.f_view([-1, 1, 1, 1])?),
-                    2 => adjust_saturation(s, &f.f_view([-1, 1, 1, 1])?),
-                    _ => adjust_hue(s, &f),
-                }
-            })?;
-        }
-    }
-    x = on_subset(&x, &which(n, |i| on(i, GRAY)), |s, _| Ok(grayscale(s)?.f_expand([-1, 3, -1, -1], false)?))?;
-    let k = kernel_size(size);
-    x = on_subset(&x, &which(n, |i| on(i, BLUR)), |s, idx| gaussian_blur(s, &values(params, idx, SIGMA, s.device())?, k))?;
-    x = on_subset(&x, &which(n, |i| on(i, SOLARIZE)), |s, _| solarize(s, SOLARIZE_THRESHOLD))?;
-    Ok(x)
+    let (mut ints, mut floats) = (Vec::new(), Vec::new());
+    let plan = Plan::new(params, views.size4()?.0 as usize, &mut ints, &mut floats)?;
+    let dev = views.device();
+    plan.apply(views, &Tensor::from_slice(&ints).f_to_device(dev)?, &Tensor::from_slice(&floats).f_to_device(dev)?)
 }
 
-/// Indices (i64, for index_select) of the images for which `pick` holds.
-fn which(n: usize, pick: impl Fn(usize) -> bool) -> Vec<i64> {
-    (0..n).filter(|&i| pick(i)).map(|i| i as i64).collect()
-}
-
-/// One parameter of the images `idx`, as a float tensor [len] on `device`.
-fn values(params: &[f32], idx: &[i64], column: usize, device: Device) -> Result<Tensor> {
-    let v: Vec<f32> = idx.iter().map(|&i| params[i as usize * NPARAMS + column]).collect();
-    Ok(Tensor::from_slice(&v).f_to_device(device)?)
-}
-
-/// `op` applied to the images `idx` of `x`, the others unchanged.
-fn on_subset(x: &Tensor, idx: &[i64], op: impl FnOnce(&Tensor, &[i64]) -> Result<Tensor>) -> Result<Tensor> {
-    if idx.is_empty() {
-        return Ok(x.shallow_clone());
-    }
-    if idx.len() as i64 == x.size()[0] {
-        return op(x, idx); // the whole batch: no gather or scatter
-    }
-    let at = Tensor::from_slice(idx).f_to_device(x.device())?;
-    let out = op(&x.f_index_select(0, &at)?, idx)?;
-    Ok(x.f_index_copy(0, &at, &out.f_contiguous()?)?)
-}
-
-/// A training batch's two views on `device`, augmented: float [n,3,s,s] each.
-pub fn views_on_device(batch: &Batch, device: Device) -> Result<(Tensor, Tensor)> {
-    if batch.views.len() != 2 || batch.params.len() != 2 {
+/// A training batch's two views, augmented by their plans: float [n,3,s,s] each.
+pub fn training_views(batch: &Batch, on: &DeviceBatch) -> Result<(Tensor, Tensor)> {
+    if on.images.len() != 2 || batch.plans.len() != 2 {
         bail!("a training step needs a batch with two augmented views (got a test batch?)");
     }
-    let view = |v: usize| apply(&batch.views[v].to_device(batch.n, batch.size, device)?, &batch.params[v]);
+    let view = |v: usize| batch.plans[v].apply(&on.images[v], &on.ints, &on.floats);
     Ok((view(0)?, view(1)?))
 }
 
-/// A test batch's images on `device` as float [n,3,s,s] in [0, 1] (no augmentation).
-pub fn images_on_device(batch: &Batch, device: Device) -> Result<Tensor> {
-    let Some(images) = batch.views.first() else { bail!("empty batch") };
-    Ok(images.to_device(batch.n, batch.size, device)?.f_to_kind(Kind::Float)?.f_div_scalar(255.0)?)
+/// A test batch's images as float [n,3,s,s] in [0, 1] (no augmentation).
+pub fn test_images(on: &DeviceBatch) -> Result<Tensor> {
+    let Some(images) = on.images.first() else { bail!("empty batch") };
+    Ok(images.f_to_kind(Kind::Float)?.f_div_scalar(255.0)?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use rand::SeedableRng;
+    use tch::Device;
     use rand_chacha::ChaCha8Rng;
 
     #[test]

@@ -1,6 +1,7 @@
 //! The loader's promises: views keyed by (seed, epoch, sample) whatever the
 //! workers, replicas or interruptions; bad files skipped, counted or fatal;
-//! the in-memory mode invisible in the output; bounded read-ahead.
+//! the in-memory mode invisible in the output; bounded read-ahead; the next
+//! epoch made ahead.
 use super::loader::{Batch, Loader, LoaderConfig};
 use super::source::InMemory;
 use super::testing::{gradient, temp_dir};
@@ -41,7 +42,7 @@ type Sample = (Vec<Vec<u8>>, Vec<Vec<f32>>, i64);
 fn samples_of(batch: &Batch, into: &mut BTreeMap<u64, Sample>) {
     let plane = 3 * (batch.size as usize).pow(2);
     for (i, &pos) in batch.positions.iter().enumerate() {
-        let views = batch.views.iter().map(|v| v[i * plane..(i + 1) * plane].to_vec()).collect();
+        let views = (0..batch.host.views()).map(|v| batch.host.view(v, batch.n)[i * plane..(i + 1) * plane].to_vec()).collect();
         let np = crate::augment::NPARAMS;
         let params = batch.params.iter().filter(|p| !p.is_empty()).map(|p| p[i * np..(i + 1) * np].to_vec()).collect();
         assert!(into.insert(pos, (views, params, batch.labels[i])).is_none(), "position {pos} twice");
@@ -227,3 +228,23 @@ fn read_ahead_is_bounded() {
     assert_eq!(n, 15);
     let _ = fs::remove_dir_all(&root);
 }
+
+#[test]
+fn a_training_loader_makes_the_next_epochs_first_batches_ahead() {
+    let root = data_set("ahead", 4);
+    let cfg = LoaderConfig { workers: 2, prefetch: 2, ..config(&root, "train", 2) };
+    let mut l = Loader::new(cfg).expect("loader");
+    let (_, sizes) = epoch(&mut l, 0);
+    assert_eq!(sizes.len(), 6);
+    // The workers go on with epoch 1 while nobody asks: one ready batch and one made each.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    fs::remove_dir_all(root.join("train")).expect("remove");
+    l.start_epoch(1, 0).expect("start");
+    for _ in 0..2 {
+        let b = l.next().expect("a batch made before the files went").expect("batch");
+        assert_eq!(b.n, 2);
+    }
+    assert_eq!(l.report().skipped.count, 0);
+    let _ = fs::remove_dir_all(&root);
+}
+
