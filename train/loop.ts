@@ -7,11 +7,20 @@
  */
 import { join } from "node:path";
 import { type Config, ConfigError } from "../cli/config.ts";
-import { Loader, type LoaderConfig, scanFolder, type StepMetrics, type StepRow, Trainer, version } from "../ffi/native.ts";
-import { byolTau, lrAt, type Schedule, scaledLr } from "./schedule.ts";
+import {
+  Loader,
+  type LoaderConfig,
+  scanFolder,
+  type StepMetrics,
+  type StepRow,
+  Trainer,
+  version,
+} from "../ffi/native.ts";
+import { byolTau, lrAt, scaledLr, type Schedule } from "./schedule.ts";
 import { type Position, readSidecar, resume, saveCheckpoint, sidecarPath } from "./checkpoint.ts";
 import { BestSaver } from "./saver.ts";
 import { AgreedStop, requeueUnderSlurm, StopFlag } from "./signals.ts";
+import { NonFiniteError, nonFiniteMessage, stopsTheRun } from "./nonfinite.ts";
 import { Progress } from "./progress.ts";
 import { RunLog } from "./logging.ts";
 import { inMemoryLine, skippedLine, validSamples } from "../cli/data.ts";
@@ -58,7 +67,14 @@ export interface RunResult {
 }
 
 /** The reference's per-epoch console line (REFERENCE.md §6). */
-export function summaryLine(prefix: string, rank: number, epoch: number, samples: number, secs: number, m: PassMetrics): string {
+export function summaryLine(
+  prefix: string,
+  rank: number,
+  epoch: number,
+  samples: number,
+  secs: number,
+  m: PassMetrics,
+): string {
   return `${prefix}-${rank}[Epoch ${epoch}][${samples} samples][${secs.toFixed(2)} sec]:\t Loss: ${
     m.loss.toFixed(4)
   }\tTop-1: ${m.top1.toFixed(4)}\tTop-5: ${m.top5.toFixed(4)}`;
@@ -71,16 +87,27 @@ export function summaryLine(prefix: string, rank: number, epoch: number, samples
  * its call returns, every step. `SELFSUP_METRICS_EVERY` overrides it
  * (tests: the logs are the same for any value).
  */
-export function metricsEvery(cuda: boolean, env: Record<string, string | undefined> = Deno.env.toObject()): number {
+export function metricsEvery(
+  cuda: boolean,
+  env: Record<string, string | undefined> = Deno.env.toObject(),
+): number {
   const v = env.SELFSUP_METRICS_EVERY;
   if (v === undefined || v === "") return cuda ? 16 : 1;
   const n = Number(v);
-  if (!Number.isInteger(n) || n < 1) throw new Error(`SELFSUP_METRICS_EVERY must be a positive integer, got ${v}`);
+  if (!Number.isInteger(n) || n < 1) {
+    throw new Error(`SELFSUP_METRICS_EVERY must be a positive integer, got ${v}`);
+  }
   return n;
 }
 
 /** The console line of a pass's loss scaling (fp16): skipped steps and the last scale. */
-export function scalerLine(rank: number, epoch: number, skipped: number, steps: number, scale: number): string {
+export function scalerLine(
+  rank: number,
+  epoch: number,
+  skipped: number,
+  steps: number,
+  scale: number,
+): string {
   return `amp-${rank}[Epoch ${epoch}]: ${skipped} of ${steps} steps skipped (inf/NaN gradients), loss scale ${scale}`;
 }
 
@@ -96,7 +123,11 @@ export async function train(cfg: Config, log: (line: string) => void = console.l
   const { classes, samples } = scanFolder(trainDir);
   const testInfo = scanFolder(join(cfg.dataDir, "test"));
   const valid = validSamples(cfg.dataDir);
-  log(`train = ${samples} | test = ${testInfo.samples}${valid === null ? "" : ` | valid = ${valid} (unused)`} | classes = ${classes.length}`);
+  log(
+    `train = ${samples} | test = ${testInfo.samples}${
+      valid === null ? "" : ` | valid = ${valid} (unused)`
+    } | classes = ${classes.length}`,
+  );
   const common = {
     dataDir: cfg.dataDir,
     batchSize: cfg.batchSize / cfg.numReplicas,
@@ -112,7 +143,13 @@ export async function train(cfg: Config, log: (line: string) => void = console.l
     rank: cfg.rank,
     worldSize: cfg.worldSize,
   };
-  using trainLoader = await Loader.create({ ...common, split: "train", augment: true, shuffle: true, dropLast: true });
+  using trainLoader = await Loader.create({
+    ...common,
+    split: "train",
+    augment: true,
+    shuffle: true,
+    dropLast: true,
+  });
   using testLoader = await Loader.create({ ...common, split: "test", augment: false });
   const memory = inMemoryLine(cfg.inMemory, { train: trainLoader.report(), test: testLoader.report() });
   if (memory) log(memory);
@@ -157,11 +194,15 @@ export async function train(cfg: Config, log: (line: string) => void = console.l
     kind: cfg.lrUpdateSchedule,
   };
   log(
-    `${cfg.method} | ${cuda ? "cuda" : "cpu"} | ${cfg.arch} | ${steps} steps/epoch | peak lr ${schedule.base.toPrecision(4)}` +
+    `${cfg.method} | ${cuda ? "cuda" : "cpu"} | ${cfg.arch} | ${steps} steps/epoch | peak lr ${
+      schedule.base.toPrecision(4)
+    }` +
       (cfg.precision === "fp32" ? "" : ` | ${cfg.precision}`),
   );
   if (cfg.worldSize > 1) {
-    log(`replica ${cfg.rank} of ${cfg.worldSize} (${cfg.launchedBy}), rendezvous ${cfg.master}:${cfg.port}, ${cfg.batchSizePerReplica} images per step each`);
+    log(
+      `replica ${cfg.rank} of ${cfg.worldSize} (${cfg.launchedBy}), rendezvous ${cfg.master}:${cfg.port}, ${cfg.batchSizePerReplica} images per step each`,
+    );
   }
   await using runLog = RunLog.fromConfig(cfg, (m) => console.error(m));
   runLog.config(cfg);
@@ -173,7 +214,10 @@ export async function train(cfg: Config, log: (line: string) => void = console.l
   const pos: Position = resumed ?? { epoch: 1, batch: 0, step: 0, bestLoss: null, sinceBest: 0 };
   if (cfg.worldSize > 1) {
     // Every replica must continue from the same checkpoint (one rank 0 wrote).
-    const [first, last] = [(await trainer.allReduce([pos.step], "min"))[0], (await trainer.allReduce([pos.step], "max"))[0]];
+    const [first, last] = [
+      (await trainer.allReduce([pos.step], "min"))[0],
+      (await trainer.allReduce([pos.step], "max"))[0],
+    ];
     if (first !== last) {
       throw new Error(
         `the replicas resumed at different steps (${first} to ${last}): --model-dir ${cfg.modelDir} must be one folder all ranks share`,
@@ -184,7 +228,11 @@ export async function train(cfg: Config, log: (line: string) => void = console.l
   const saver = new BestSaver(cfg.epochs, cfg.earlyStop, pos.bestLoss, pos.sinceBest);
   const save = async (kind: "last" | "best") => {
     if (cfg.rank !== 0) return;
-    await saveCheckpoint(trainer, cfg, kind, { ...pos, bestLoss: saver.bestLoss, sinceBest: saver.sinceBest });
+    await saveCheckpoint(trainer, cfg, kind, {
+      ...pos,
+      bestLoss: saver.bestLoss,
+      sinceBest: saver.sinceBest,
+    });
   };
   const testPass = async (epoch: number) => {
     const t1 = performance.now();
@@ -208,6 +256,10 @@ export async function train(cfg: Config, log: (line: string) => void = console.l
   // Testing preemption: a real SIGTERM to ourselves after this many steps.
   const selfTerm = Number(Deno.env.get("SELFSUP_SIGTERM_AFTER_STEPS") ?? "0");
   const termRank = Deno.env.has("SELFSUP_SIGTERM_RANK") ? Number(Deno.env.get("SELFSUP_SIGTERM_RANK")) : null;
+  // Testing the non-finite stop: a NaN into a variable (SELFSUP_POISON_VAR,
+  // default the first parameter) after this many steps, on one rank or all.
+  const poison = Number(Deno.env.get("SELFSUP_POISON_AFTER_STEPS") ?? "0");
+  const poisonRank = Deno.env.has("SELFSUP_POISON_RANK") ? Number(Deno.env.get("SELFSUP_POISON_RANK")) : null;
   // Steps run whose metrics are still on the device: their step, batch and learning rate.
   const every = metricsEvery(cuda);
   let pending: { step: number; batch: number; lr: number }[] = [];
@@ -224,7 +276,18 @@ export async function train(cfg: Config, log: (line: string) => void = console.l
       const rows: StepRow[] = await trainer.takeMetrics(pending.length);
       rows.forEach((m, i) => {
         const at = pending[i];
-        if (!Number.isFinite(m.loss)) throw new Error(`the loss became ${m.loss} at step ${at.step + 1}; lower --lr`);
+        if (stopsTheRun(m)) {
+          const side = sidecarPath(cfg.modelDir, cfg.runName, "last");
+          const last = readSidecar(side);
+          throw new NonFiniteError(
+            nonFiniteMessage(
+              { epoch, step: at.step + 1 },
+              m,
+              cfg.precision,
+              last && { path: side, step: last.step },
+            ),
+          );
+        }
         runLog.step(at.lr, at.step);
         if (m.lossScale > 0) {
           runLog.lossScale(m.lossScale, at.step);
@@ -248,7 +311,12 @@ export async function train(cfg: Config, log: (line: string) => void = console.l
       pending.push({ step: pos.step, batch: pos.batch, lr });
       pos.step++;
       pos.batch++;
-      if (pos.step === selfTerm && (termRank === null || termRank === cfg.rank)) Deno.kill(Deno.pid, "SIGTERM");
+      if (pos.step === selfTerm && (termRank === null || termRank === cfg.rank)) {
+        Deno.kill(Deno.pid, "SIGTERM");
+      }
+      if (pos.step === poison && (poisonRank === null || poisonRank === cfg.rank)) {
+        await trainer.debugPoison(Deno.env.get("SELFSUP_POISON_VAR") ?? "");
+      }
       // Every replica reads back (and agrees on a stop) after the same steps.
       if (pos.step % every === 0 || pos.batch === steps) {
         await drain();
@@ -277,7 +345,13 @@ export async function train(cfg: Config, log: (line: string) => void = console.l
       log(`knn-${cfg.rank}[Epoch ${epoch}]: Top-1: ${knn.top1.toFixed(4)}\tTop-5: ${knn.top5.toFixed(4)}`);
       runLog.scalars(epoch, { "test_knn-top1": knn.top1, "test_knn-top5": knn.top5 });
     }
-    epochs.push({ epoch, train: trainMeter.mean(), test: test.meter.mean(), lr, seconds: trainSecs + test.secs });
+    epochs.push({
+      epoch,
+      train: trainMeter.mean(),
+      test: test.meter.mean(),
+      lr,
+      seconds: trainSecs + test.secs,
+    });
     runLog.epoch(epoch, trainMeter.mean(), test.meter.mean(), lr);
     await runLog.augmentations(trainer, epoch);
     const verdict = saver.observe(epoch, test.meter.mean().loss);
@@ -287,7 +361,11 @@ export async function train(cfg: Config, log: (line: string) => void = console.l
     await save("last");
     lastSave = performance.now();
     if (verdict.stop) {
-      log(`Early stopping is triggered: loss: ${saver.bestLoss?.toFixed(4)} (no better test loss in ${BestSaver.PATIENCE + 1} epochs)`);
+      log(
+        `Early stopping is triggered: loss: ${saver.bestLoss?.toFixed(4)} (no better test loss in ${
+          BestSaver.PATIENCE + 1
+        } epochs)`,
+      );
       const best = readSidecar(sidecarPath(cfg.modelDir, cfg.runName, "best"));
       if (best) {
         await trainer.loadCheckpoint(join(cfg.modelDir, best.weights));
@@ -298,7 +376,9 @@ export async function train(cfg: Config, log: (line: string) => void = console.l
   }
   if (stop.requested) {
     await save("last");
-    log(`saved the last checkpoint at epoch ${pos.epoch}, batch ${pos.batch}; run the same command to resume`);
+    log(
+      `saved the last checkpoint at epoch ${pos.epoch}, batch ${pos.batch}; run the same command to resume`,
+    );
     if (cfg.rank === 0 && stop.signal !== "SIGINT") {
       const requeued = await requeueUnderSlurm();
       if (requeued) log(requeued);
@@ -323,7 +403,9 @@ async function knnMonitor(
   for (const split of ["train", "test"] as const) {
     using loader = await Loader.create({ ...common, split, augment: false, rank: 0, worldSize: 1 });
     loader.startEpoch(0);
-    for (let b = await loader.next(); b; b = cfg.debugStep ? null : await loader.next()) await trainer.embed(b, split);
+    for (let b = await loader.next(); b; b = cfg.debugStep ? null : await loader.next()) {
+      await trainer.embed(b, split);
+    }
   }
   const r = await trainer.classify(classes, { knn: { k: 200, temperature: 0.1 } });
   await trainer.clearFeatures();

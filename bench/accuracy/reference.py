@@ -247,7 +247,19 @@ def pretrain(a):
         batch_size=a.batch_size, shuffle=True, drop_last=True, num_workers=a.workers,
         persistent_workers=a.workers > 0)
     test = torch.utils.data.DataLoader(Views(xte, yte, test_transform(a.size), 1), batch_size=a.batch_size, num_workers=a.workers)
-    net = Net(a, len(classes))
+    dev = torch.device(a.device)
+    net = Net(a, len(classes)).to(dev)
+    if a.channels_last:
+        # selfsup's default layout (conv weights and views NHWC); CPU bf16
+        # convolutions are many times faster in it.
+        net = net.to(memory_format=torch.channels_last)
+    layout = torch.channels_last if a.channels_last else torch.contiguous_format
+    to_dev = lambda t: t.to(dev, non_blocking=True, memory_format=layout) if t.dim() == 4 else t.to(dev, non_blocking=True)
+    # Mixed precision as torch AMP code does it: forward and losses under
+    # autocast; fp16 with a GradScaler.
+    low = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[a.precision]
+    autocast = lambda: torch.autocast(dev.type, dtype=low, enabled=low is not None)
+    scaler = torch.amp.GradScaler(dev.type, enabled=a.precision == "fp16")
     params = net.online_parameters()
     base_lr = a.lr * a.batch_size / 256
     opt = sgd(params, base_lr, a.weight_decay)
@@ -261,23 +273,26 @@ def pretrain(a):
         net.train()
         sums, n = [0.0, 0.0], 0
         for batch in train:
+            batch = [to_dev(t) for t in batch]
             labels = batch[-1]
             lr = lr_at(base_lr, warmup, total, k)
             for g in opt.param_groups:
                 g["lr"] = lr
-            if a.method == "supervised":
-                h = net.backbone(batch[0])
-                logits = net.linear_classifier(h)
-                loss = F.cross_entropy(logits, labels)
-                ssl = loss
-            else:
-                ssl, h1, h2 = net.ssl_loss(batch[0], batch[1], a)
-                logits = net.linear_classifier(torch.cat([h1, h2]).detach())
-                labels = torch.cat([labels, labels])
-                loss = ssl + F.cross_entropy(logits, labels)
+            with autocast():
+                if a.method == "supervised":
+                    h = net.backbone(batch[0])
+                    logits = net.linear_classifier(h)
+                    loss = F.cross_entropy(logits, labels)
+                    ssl = loss
+                else:
+                    ssl, h1, h2 = net.ssl_loss(batch[0], batch[1], a)
+                    logits = net.linear_classifier(torch.cat([h1, h2]).detach())
+                    labels = torch.cat([labels, labels])
+                    loss = ssl + F.cross_entropy(logits, labels)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
             if a.method == "byol":
                 net.update_target(byol_tau(a.base_decay, k, total))
             k += 1
@@ -291,8 +306,10 @@ def pretrain(a):
         with torch.no_grad():
             tl, tt, tn = 0.0, 0.0, 0
             for x, y in test:
-                h = net.backbone(x)
-                tt += topk(net.linear_classifier(h), y, (1,))[0] * len(y)
+                x, y = to_dev(x), to_dev(y)
+                with autocast():
+                    logits = net.linear_classifier(net.backbone(x))
+                tt += topk(logits.float(), y, (1,))[0] * len(y)
                 tn += len(y)
         rec = {"split": "epoch", "epoch": epoch + 1, "step": k, "train_loss": sums[0] / n, "train_top1": sums[1] / n,
                "test_top1": tt / tn, "seconds": time.time() - t0}
@@ -300,8 +317,9 @@ def pretrain(a):
         log.flush()
         print(f"[{a.method}] epoch {epoch + 1}/{a.epochs} | loss {rec['train_loss']:.4f} | online test top-1 {rec['test_top1']:.2f} % | {rec['seconds']:.0f} s", flush=True)
     seconds = time.time() - t0
-    torch.save({"backbone": net.backbone.state_dict(), "base_width": a.base_width, "small_stem": a.small_stem}, os.path.join(a.out, "backbone.pt"))
-    summary = {"method": a.method, "train_seconds": seconds, "load_seconds": t_load, "epochs": a.epochs, "steps": k,
+    backbone = {k: v.cpu().contiguous() for k, v in net.backbone.state_dict().items()}
+    torch.save({"backbone": backbone, "base_width": a.base_width, "small_stem": a.small_stem}, os.path.join(a.out, "backbone.pt"))
+    summary = {"method": a.method, "precision": a.precision, "device": a.device, "train_seconds": seconds, "load_seconds": t_load, "epochs": a.epochs, "steps": k,
                "images_per_second": k * a.batch_size / seconds, "online_test_top1": rec["test_top1"]}
     with open(os.path.join(a.out, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
@@ -423,6 +441,9 @@ def main():
     t.add_argument("--threads", type=int, default=1)
     t.add_argument("--workers", type=int, default=1)
     t.add_argument("--log-every", type=int, default=10)
+    t.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32", help="autocast dtype (fp16 with a GradScaler)")
+    t.add_argument("--device", default="cpu", help="cpu or cuda")
+    t.add_argument("--channels-last", action="store_true", help="NHWC weights and batches, as selfsup's default")
     e = sub.add_parser("evaluate")
     e.add_argument("--checkpoint", required=True)
     e.add_argument("--data", required=True)

@@ -9,9 +9,17 @@ use std::path::Path;
 use tch::Tensor;
 
 impl State {
-    /// Writes every tensor needed to resume to `path`, atomically.
+    /// Writes every tensor needed to resume to `path`, atomically; refuses
+    /// (writing nothing, so the previous checkpoint stays the last good
+    /// one) when any of them holds an inf or NaN.
     pub fn save_checkpoint(&self, path: &Path) -> Result<()> {
-        checkpoint::write_atomically(path, &self.model.checkpoint_tensors()?)
+        let tensors = self.model.checkpoint_tensors()?;
+        for (name, t) in tensors.iter().filter(|(_, t)| t.is_floating_point()) {
+            if t.f_isfinite()?.f_logical_not()?.f_any()?.f_int64_value(&[])? != 0 {
+                bail!("not writing {}: {name} holds inf or NaN values; the previous checkpoint is kept", path.display());
+            }
+        }
+        checkpoint::write_atomically(path, &tensors)
     }
 
     pub fn load_checkpoint(&mut self, path: &Path) -> Result<()> {
