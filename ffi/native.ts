@@ -204,6 +204,8 @@ export interface StepRow extends StepMetrics {
   lossScale: number;
   /** The scaler skipped the update: the gradients held an inf or NaN. */
   skipped: boolean;
+  /** After the step a weight, buffer or optimizer state held an inf or NaN, on some replica. */
+  nonFinite: boolean;
 }
 
 /** Seconds of the training steps on the device (the CPU: the trainer's thread), by stage. */
@@ -319,7 +321,7 @@ export class Trainer extends Handle {
     const n = check(await native().selfsup_trainer_take_metrics(BigInt(this.id), m, BigInt(count)));
     return Array.from({ length: n }, (_, i) => {
       const r = m.subarray(i * STEP_ROW, (i + 1) * STEP_ROW);
-      return { ...metricsOf(r), lossScale: r[6], skipped: r[7] !== 0 };
+      return { ...metricsOf(r), lossScale: r[6], skipped: r[7] !== 0, nonFinite: r[8] !== 0 };
     });
   }
 
@@ -444,6 +446,12 @@ export class Trainer extends Handle {
   async debugFeatures(input: string, output: string): Promise<void> {
     const i = utf8(input), o = utf8(output);
     check(await native().selfsup_trainer_debug_features(BigInt(this.id), i, BigInt(i.length), o, BigInt(o.length)));
+  }
+
+  /** Tests of the non-finite stop: a NaN into variable `name` (default: the first parameter) of this replica. */
+  async debugPoison(name = ""): Promise<void> {
+    const n = utf8(name);
+    check(await native().selfsup_trainer_debug_poison(BigInt(this.id), n, BigInt(n.length)));
   }
 
   /** Loss and gradients for the views in `input` (safetensors: view1, view2, labels) into `output`. */

@@ -68,7 +68,9 @@ export const symbols = {
     result: "i64",
     nonblocking: true,
   },
-  /** (trainer id, path, path length, out SHA-256 as 64 hex bytes) → 0: weights, BYOL target, optimizer and Polyak state, written atomically */
+  /** (trainer id, variable name, length (0: the first parameter)) → 0: a NaN into that variable (tests of the non-finite stop) */
+  selfsup_trainer_debug_poison: { parameters: ["i64", "buffer", "usize"], result: "i64", nonblocking: true },
+  /** (trainer id, path, path length, out SHA-256 as 64 hex bytes) → 0: weights, BYOL target, optimizer and Polyak state, written atomically; refused (nothing written) when any holds inf/NaN */
   selfsup_trainer_save_checkpoint: { parameters: ["i64", "buffer", "usize", "buffer"], result: "i64", nonblocking: true },
   /** (trainer id, path, path length, expected SHA-256 hex, its length or 0 for no check) → 0 */
   selfsup_trainer_load_checkpoint: {
@@ -102,5 +104,5 @@ export const symbols = {
 
 /** Length of the metrics a step fills: loss, ssl loss, linear loss, top-1, top-5, samples. */
 export const METRICS = 6;
-/** Length of a deferred step's row: the METRICS, the loss scale it used (0: no scaler), skipped (1) or not (0). */
-export const STEP_ROW = 8;
+/** Length of a deferred step's row: the METRICS, the loss scale it used (0: no scaler), skipped (1) or not (0), non-finite weights or state after it on any replica (1) or not (0). */
+export const STEP_ROW = 9;

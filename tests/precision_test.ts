@@ -11,7 +11,7 @@ import { debugRun, Loader, Trainer, version, writeDemoDataset } from "../ffi/nat
 import { ConfigError, resolve } from "../cli/config.ts";
 import { runName } from "../cli/runname.ts";
 import { metricsEvery } from "../train/loop.ts";
-import { runCli as cli, tempDir } from "./helpers.ts";
+import { python, runCli as cli, runPython, tempDir } from "./helpers.ts";
 import { skipReason } from "./logging_helpers.ts";
 
 const cuda = version().cuda;
@@ -58,6 +58,84 @@ Deno.test("CPU autocast policy (bf16 and fp16): conv/linear outputs reduced; los
   }
 });
 
+/**
+ * Layers whose output selfsup keeps in fp32 where torch.autocast leaves it
+ * in the reduced type: the losses' normalisations, NT-Xent's similarity
+ * matrix and BYOL's regression run with autocast suspended (amp.rs), which
+ * measured several times closer to fp32 (docs/BENCHMARKS.md, "Mixed
+ * precision"). Everything else must match torch layer for layer.
+ */
+const FP32_BY_DESIGN = new Set(["normalize", "similarity", "regression"]);
+
+// bf16 for both methods and fp16 for SimCLR on the CPU (its fp16 kernels
+// are slow); every combination on CUDA when libtorch sees a GPU.
+const TRACED: [string, string, string][] = [
+  ["cpu", "simclr", "bf16"],
+  ["cpu", "byol", "bf16"],
+  ["cpu", "simclr", "fp16"],
+  ...["simclr", "byol"].flatMap((m) => ["fp16", "bf16"].map((p): [string, string, string] => ["cuda", m, p])),
+];
+for (const [device, method, precision] of TRACED) {
+  Deno.test({
+    name:
+      `${method} ${precision} on ${device}: every layer's output dtype under autocast equals torch.autocast's (losses fp32 by design)`,
+    ignore: python === "" || (device === "cuda" && !cuda),
+    async fn() {
+      using dir = tempDir();
+      const [ours, theirs] = [join(dir.path, "selfsup.json"), join(dir.path, "torch.json")];
+      await debugRun("amp_trace", { method, precision, device }, "", ours);
+      await runPython("amp_trace.py", [method, precision, theirs, device]);
+      const read = (f: string) => JSON.parse(Deno.readTextFileSync(f)).trace as [string, string][];
+      const [a, b] = [read(ours), read(theirs)];
+      assert.deepEqual(a.map((r) => r[0]), b.map((r) => r[0]), "the same layers in the same order");
+      const low = precision === "bf16" ? "bfloat16" : "float16";
+      assert.ok(
+        b.filter((r) => r[0] === "conv").every((r) => r[1] === low),
+        "torch runs convolutions reduced",
+      );
+      a.forEach(([kind, dtype], i) => {
+        const want = FP32_BY_DESIGN.has(kind) ? "float32" : b[i][1];
+        assert.equal(dtype, want, `layer ${i} (${kind}): selfsup ${dtype}, torch ${b[i][1]}`);
+      });
+    },
+  });
+}
+
+Deno.test("the CPU bf16 guard refuses AMX CPUs at libtorch's AVX-512 kernel level, in one line", async () => {
+  using dir = tempDir();
+  const out = join(dir.path, "guard.json");
+  const guard = async (spec: Record<string, unknown>) => {
+    await debugRun("cpu_bf16_guard", spec, "", out);
+    return JSON.parse(Deno.readTextFileSync(out)) as {
+      amx: string[];
+      capability: string;
+      refusal: string | null;
+    };
+  };
+  const xeon = "processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16 amx_bf16 amx_tile amx_int8\n";
+  const epyc = "processor\t: 0\nflags\t\t: fpu sse avx2 sha_ni\n";
+  const refused = await guard({ cpuinfo: xeon, capability: "AVX512" });
+  assert.deepEqual(refused.amx, ["amx_bf16", "amx_tile"]);
+  assert.ok(refused.refusal, "refused");
+  assert.equal(refused.refusal!.split("\n").length, 1);
+  assert.match(
+    refused.refusal!,
+    /--precision bf16 on this CPU \(amx_bf16, amx_tile\).*ATEN_CPU_CAPABILITY=avx2.*--precision fp32/,
+  );
+  // Lifted by the AVX2 kernel level or the explicit override; never on CPUs without AMX.
+  assert.equal((await guard({ cpuinfo: xeon, capability: "AVX2" })).refusal, null);
+  assert.equal((await guard({ cpuinfo: xeon, capability: "AVX512", allowed: true })).refusal, null);
+  assert.equal((await guard({ cpuinfo: epyc, capability: "AVX512" })).refusal, null);
+  assert.equal((await guard({ cpuinfo: "", capability: "AVX512" })).refusal, null);
+  // This machine: refused exactly when it has AMX and runs AVX-512 kernels.
+  const here = await guard({});
+  assert.equal(
+    here.refusal !== null,
+    here.amx.length > 0 && here.capability.startsWith("AVX512"),
+    JSON.stringify(here),
+  );
+});
+
 Deno.test({
   name: "CUDA autocast policy (fp16 and bf16)",
   ignore: skipReason("CUDA autocast policy", noGpu),
@@ -86,8 +164,23 @@ Deno.test({
   },
 });
 
-Deno.test("a short CPU bf16 run stays finite and tracks the fp32 loss", async () => {
+Deno.test("a short CPU bf16 run stays finite and tracks the fp32 loss (or is refused on an AMX CPU)", async () => {
   using dir = tempDir();
+  await debugRun("cpu_bf16_guard", {}, "", join(dir.path, "guard.json"));
+  const { refusal } = JSON.parse(Deno.readTextFileSync(join(dir.path, "guard.json")));
+  if (refusal) {
+    const bf16 = Trainer.create({
+      arch: "resnet18",
+      representationSize: 512,
+      headLatentSize: 32,
+      numClasses: 10,
+      optimizer: "momentum",
+      weightDecay: 0,
+      precision: "bf16",
+    });
+    await assert.rejects(() => bf16, /ATEN_CPU_CAPABILITY=avx2/);
+    return;
+  }
   const data = join(dir.path, "data");
   await writeDemoDataset(data, { trainPerClass: 8, testPerClass: 1 });
   const losses = async (precision: "fp32" | "bf16") => {

@@ -9,6 +9,7 @@ import { dirname, join, resolve } from "node:path";
 import { type Config, ConfigError } from "../cli/config.ts";
 import { Loader, type LoaderConfig, type StepMetrics, type StepRow, Trainer, version } from "../ffi/native.ts";
 import { byolTau, lrAt, type Schedule, scaledLr } from "./schedule.ts";
+import { NonFiniteError, nonFiniteMessage, stopsTheRun } from "./nonfinite.ts";
 import {
   abandonSave,
   type Accumulators,
@@ -296,6 +297,10 @@ export async function train(cfg: Config, log: (line: string) => void = console.l
   // Steps run whose metrics are still on the device: their step, batch and learning rate.
   const every = metricsEvery(cuda);
   let pending: { step: number; batch: number; lr: number }[] = [];
+  // Testing the non-finite stop: a NaN into a variable (SELFSUP_POISON_VAR,
+  // default the first parameter) after this many steps, on one rank or all.
+  const poison = Number(Deno.env.get("SELFSUP_POISON_AFTER_STEPS") ?? "0");
+  const poisonRank = Deno.env.has("SELFSUP_POISON_RANK") ? Number(Deno.env.get("SELFSUP_POISON_RANK")) : null;
   // The totals of a checkpoint inside an epoch: that epoch's means count its batches from before the stop.
   let carried = pos.batch > 0 ? side?.train ?? null : null;
   const profiler = new StepProfiler(trainer, cfg.profile && runLog.dir ? join(runLog.dir, "profile.json") : null, log);
@@ -321,7 +326,11 @@ export async function train(cfg: Config, log: (line: string) => void = console.l
       const rows: StepRow[] = await trainer.takeMetrics(pending.length - keep);
       rows.forEach((m, i) => {
         const at = pending[i];
-        if (!Number.isFinite(m.loss)) throw new Error(`the loss became ${m.loss} at step ${at.step + 1}; lower --lr`);
+        if (stopsTheRun(m)) {
+          const side = sidecarPath(cfg.modelDir, cfg.runName, "last");
+          const last = readSidecar(side);
+          throw new NonFiniteError(nonFiniteMessage({ epoch, step: at.step + 1 }, m, cfg.precision, last && { path: side, step: last.step }));
+        }
         runLog.step(at.lr, at.step);
         if (m.lossScale > 0) {
           runLog.lossScale(m.lossScale, at.step);
@@ -349,6 +358,9 @@ export async function train(cfg: Config, log: (line: string) => void = console.l
       pos.batch++;
       if (pos.step === selfTerm && (termRank === null || termRank === cfg.rank)) Deno.kill(Deno.pid, "SIGTERM");
       if (pos.step === selfKill) Deno.kill(Deno.pid, "SIGKILL");
+      if (pos.step === poison && (poisonRank === null || poisonRank === cfg.rank)) {
+        await trainer.debugPoison(Deno.env.get("SELFSUP_POISON_VAR") ?? "");
+      }
       // Every replica reads back (and agrees on a stop) after the same steps.
       if (pos.step % every === 0 || pos.batch === steps) {
         await drain(pos.batch === steps || !cuda ? 0 : 1);

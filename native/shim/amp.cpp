@@ -7,6 +7,7 @@
 // Tensors cross as `at::Tensor*` (tch's C_tensor is a torch::Tensor*).
 // Every function returns 0, or 1 with a message in (err, cap).
 #include <ATen/ATen.h>
+#include <ATen/Version.h>
 #include <ATen/autocast_mode.h>
 #include <c10/core/GradMode.h>
 
@@ -249,6 +250,37 @@ int selfsup_foreach_adadelta(
   at::_foreach_addcmul_(acc, delta, delta, 1 - rho);
   at::_foreach_add_(p, delta, -lr);
   AMP_CATCH(err, cap)
+}
+
+// 1 (a float scalar on their device) when any of the tensors holds an inf
+// or NaN, else 0: the norms of all of them (multi-tensor kernels on CUDA),
+// then one reduction; nothing is read back, so the flag can travel with a
+// step's metrics to the next read-back. A finite magnitude whose square
+// overflows fp32 (above ~1e19) counts as non-finite too.
+int selfsup_nonfinite(at::Tensor* const* ts, size_t n, const at::Tensor* like, at::Tensor** out, char* err, size_t cap) {
+  AMP_TRY
+  at::NoGradGuard no_grad;
+  if (n == 0) {
+    *out = new at::Tensor(at::zeros({}, like->options().dtype(at::kFloat)));
+    return 0;
+  }
+  std::vector<at::Tensor> norms;
+  for (auto& t : at::_foreach_norm(list(ts, n))) norms.push_back(t.to(at::kFloat));
+  *out = new at::Tensor(at::isfinite(at::stack(norms)).logical_not().any().to(at::kFloat));
+  AMP_CATCH(err, cap)
+}
+
+// ATen's vectorised kernel level on this CPU ("DEFAULT", "AVX2",
+// "AVX512"; ATEN_CPU_CAPABILITY lowers it), fixed at its first use.
+int selfsup_cpu_capability(char* buf, size_t cap) {
+  try {
+    auto s = at::get_cpu_capability();
+    std::strncpy(buf, s.c_str(), cap - 1);
+    buf[cap - 1] = '\0';
+    return 0;
+  } catch (...) {
+    return 1;
+  }
 }
 
 // `t` in channels_last layout (a new tensor; the same one if it already is).

@@ -31,6 +31,8 @@ extern "C" {
     fn selfsup_amp_unscale(grads: *const *mut C_tensor, n: usize, found_inf: *mut C_tensor, inv_scale: *const C_tensor, err: *mut c_char, cap: usize) -> c_int;
     fn selfsup_channels_last(t: *const C_tensor, out: *mut *mut C_tensor, err: *mut c_char, cap: usize) -> c_int;
     fn selfsup_is_channels_last(t: *const C_tensor) -> c_int;
+    fn selfsup_nonfinite(ts: *const *mut C_tensor, n: usize, like: *const C_tensor, out: *mut *mut C_tensor, err: *mut c_char, cap: usize) -> c_int;
+    fn selfsup_cpu_capability(buf: *mut c_char, cap: usize) -> c_int;
 }
 
 /// Runs a shim call that reports failure as 1 plus a message.
@@ -184,6 +186,93 @@ pub fn make_channels_last(var: &Tensor) -> Result<()> {
 pub fn is_channels_last(t: &Tensor) -> bool {
     // SAFETY: t is live for the call.
     unsafe { selfsup_is_channels_last(t.as_ptr()) == 1 }
+}
+
+/// 1.0 (a float scalar on `like`'s device) when any floating tensor of
+/// `ts` holds an inf or NaN, else 0.0; no host synchronisation.
+pub fn nonfinite<'a>(ts: impl IntoIterator<Item = &'a Tensor>, like: &Tensor) -> Result<Tensor> {
+    let floating: Vec<&Tensor> = ts.into_iter().filter(|t| t.is_floating_point() && t.numel() > 0).collect();
+    let raw = handles(floating);
+    let mut out = std::ptr::null_mut();
+    // SAFETY: the tensors outlive the call; the shim hands back a new tensor we own.
+    shim(|err, cap| unsafe { selfsup_nonfinite(raw.as_ptr(), raw.len(), like.as_ptr(), &mut out, err, cap) })?;
+    // SAFETY: allocated by the shim, owned from here on.
+    Ok(unsafe { Tensor::from_ptr(out) })
+}
+
+/// ATen's CPU kernel level ("DEFAULT", "AVX2", "AVX512", …), fixed by
+/// libtorch at its first use (ATEN_CPU_CAPABILITY can lower it).
+pub fn cpu_capability() -> String {
+    let mut buf = vec![0u8; 64];
+    // SAFETY: a buffer of the given size.
+    if unsafe { selfsup_cpu_capability(buf.as_mut_ptr() as *mut c_char, buf.len()) } != 0 {
+        return "unknown".into();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+/// The CPU's AMX flags (`amx_bf16`, `amx_tile`) in a /proc/cpuinfo text.
+pub fn amx_flags(cpuinfo: &str) -> Vec<String> {
+    let Some(line) = cpuinfo.lines().find(|l| l.starts_with("flags")) else { return Vec::new() };
+    let flags = line.split_once(':').map_or("", |(_, f)| f);
+    let mut amx: Vec<String> = flags.split_whitespace().filter(|f| *f == "amx_bf16" || *f == "amx_tile").map(String::from).collect();
+    amx.sort();
+    amx
+}
+
+/// Why `--precision bf16` is refused on this CPU, if it is: on CPUs with
+/// AMX, libtorch 2.11's AVX-512 kernel level turned a short bf16 run NaN
+/// from its second step (selfsup issue 13, seen on a Xeon with amx_bf16,
+/// amx_tile and avx512_bf16), while the AVX2 level trained finitely. It
+/// could not be reproduced on a CPU without AMX, so the run is refused
+/// rather than left to fail; `ATEN_CPU_CAPABILITY=avx2` (read by
+/// libtorch at its first kernel) or `SELFSUP_ALLOW_AMX_BF16=1` lifts it.
+pub fn cpu_bf16_refusal(amx: &[String], capability: &str, allowed: bool) -> Option<String> {
+    if amx.is_empty() || allowed || !capability.to_uppercase().starts_with("AVX512") {
+        return None;
+    }
+    Some(format!(
+        "--precision bf16 on this CPU ({}) with libtorch's {capability} kernels is refused: it produced NaN losses from the second step (selfsup issue 13); \
+         rerun with ATEN_CPU_CAPABILITY=avx2 in the environment (reported to train normally), use --precision fp32, \
+         or set SELFSUP_ALLOW_AMX_BF16=1 to try anyway",
+        amx.join(", ")
+    ))
+}
+
+/// Refuses bf16 on this CPU when [`cpu_bf16_refusal`] says so.
+pub fn check_cpu_bf16() -> Result<()> {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let allowed = std::env::var("SELFSUP_ALLOW_AMX_BF16").is_ok_and(|v| v == "1");
+    match cpu_bf16_refusal(&amx_flags(&cpuinfo), &cpu_capability(), allowed) {
+        Some(why) => bail!("{why}"),
+        None => Ok(()),
+    }
+}
+
+thread_local! {
+    /// The (layer kind, output dtype) of each traced layer while a trace
+    /// runs on this thread ([`traced`]); None otherwise.
+    static TRACE: std::cell::RefCell<Option<Vec<(&'static str, Kind)>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Notes `t`'s dtype as the output of a layer of kind `what` ("conv",
+/// "bn", "relu", "linear", "similarity", …) when a trace runs.
+pub fn trace(what: &'static str, t: &Tensor) {
+    TRACE.with(|c| {
+        if let Some(v) = c.borrow_mut().as_mut() {
+            v.push((what, t.kind()));
+        }
+    });
+}
+
+/// Runs `f` and returns what it traced, in order: the dtype policy as the
+/// model applies it (tests compare it with torch.autocast's).
+pub fn traced<R>(f: impl FnOnce() -> Result<R>) -> Result<(R, Vec<(&'static str, Kind)>)> {
+    TRACE.with(|c| *c.borrow_mut() = Some(Vec::new()));
+    let r = f();
+    let t = TRACE.with(|c| c.borrow_mut().take()).unwrap_or_default();
+    Ok((r?, t))
 }
 
 /// GradScaler's settings (torch.amp.GradScaler's defaults).

@@ -28,7 +28,7 @@ pub enum LossNorm {
 pub fn regression_loss(p: &Tensor, z: &Tensor, norm: LossNorm) -> Result<Tensor> {
     let _fp32 = crate::amp::Autocast::suspend(p.device())?;
     let (p, z) = (&crate::amp::full(p)?, &crate::amp::full(z)?);
-    Ok(match norm {
+    let loss = match norm {
         LossNorm::Paper => {
             let cos = (l2_normalize(p)? * l2_normalize(z)?).f_sum_dim_intlist(-1, false, p.kind())?;
             (cos * -2.0 + 2.0).f_mean(p.kind())?
@@ -37,7 +37,9 @@ pub fn regression_loss(p: &Tensor, z: &Tensor, norm: LossNorm) -> Result<Tensor>
             let dot = (p * z).f_sum_dim_intlist(-1, false, p.kind())?;
             (dot * -2.0 / (p.f_norm()? * z.f_norm()?)).f_mean(p.kind())?
         }
-    })
+    };
+    crate::amp::trace("regression", &loss);
+    Ok(loss)
 }
 
 /// The symmetric BYOL loss: view 1's prediction against view 2's target

@@ -230,3 +230,71 @@ pub fn check_amp_policy(device: Device, precision: &str) -> Result<Tensor> {
     }
     Ok(last)
 }
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct TraceSpec {
+    method: String,
+    precision: String,
+    /// "cpu" (default) or "cuda".
+    #[serde(default)]
+    device: Option<String>,
+}
+
+/// The dtype of every layer's output in one training forward (loss and
+/// online classifier included) of a small model under `precision`'s
+/// autocast on the CPU or CUDA, in execution order, as JSON
+/// `{"trace": [[kind, dtype], …]}` (dtype as torch names it, e.g.
+/// "bfloat16"): tests compare it with what torch.autocast gives for the
+/// same layers (tests/python/amp_trace.py).
+pub fn amp_trace(spec: &str, _input: &Path, output: &Path) -> Result<()> {
+    use crate::model::{Model, ModelConfig};
+    use tch::Kind;
+    let spec: TraceSpec = serde_json::from_str(spec).context("invalid trace spec")?;
+    let cfg: ModelConfig = serde_json::from_value(serde_json::json!({
+        "method": spec.method, "arch": "resnet18", "representationSize": 512, "headLatentSize": 32,
+        "nceSize": 16, "projectionSize": 16, "numClasses": 4, "optimizer": "momentum",
+        "weightDecay": 1e-4, "seed": 1, "precision": spec.precision,
+    }))?;
+    let device = match spec.device.as_deref().unwrap_or("cpu") {
+        "cpu" => Device::Cpu,
+        "cuda" if tch::Cuda::is_available() => Device::Cuda(0),
+        other => bail!("amp trace: no device {other:?} here"),
+    };
+    let mut m = Model::new(cfg, device)?;
+    let x = Tensor::f_rand([4, 3, 16, 16], (Kind::Float, device))?;
+    let labels = Tensor::from_slice(&[0i64, 1, 2, 3]).f_to_device(device)?;
+    let (_, trace) = crate::amp::traced(|| m.train_losses(&x, &x.f_flip([3])?, &labels))?;
+    let name = |k: Kind| match k {
+        Kind::BFloat16 => "bfloat16",
+        Kind::Half => "float16",
+        Kind::Float => "float32",
+        Kind::Double => "float64",
+        _ => "other",
+    };
+    let rows: Vec<(&str, &str)> = trace.into_iter().map(|(what, k)| (what, name(k))).collect();
+    std::fs::write(output, serde_json::json!({ "trace": rows }).to_string()).with_context(|| format!("cannot write {}", output.display()))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct GuardSpec {
+    /// A /proc/cpuinfo text; this machine's when absent.
+    cpuinfo: Option<String>,
+    /// ATen's CPU capability; libtorch's own when absent.
+    capability: Option<String>,
+    #[serde(default)]
+    allowed: bool,
+}
+
+/// The CPU bf16 guard's decision for the given (or this machine's) CPU
+/// flags and kernel level, as JSON {amx, capability, refusal}.
+pub fn cpu_bf16_guard(spec: &str, output: &Path) -> Result<()> {
+    let spec: GuardSpec = serde_json::from_str(spec).context("invalid guard spec")?;
+    let cpuinfo = spec.cpuinfo.unwrap_or_else(|| std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default());
+    let capability = spec.capability.unwrap_or_else(crate::amp::cpu_capability);
+    let amx = crate::amp::amx_flags(&cpuinfo);
+    let refusal = crate::amp::cpu_bf16_refusal(&amx, &capability, spec.allowed);
+    let out = serde_json::json!({ "amx": amx, "capability": capability, "refusal": refusal });
+    std::fs::write(output, out.to_string()).with_context(|| format!("cannot write {}", output.display()))
+}

@@ -507,6 +507,17 @@ pub unsafe extern "C" fn selfsup_trainer_debug_gradients(
     })
 }
 
+/// Tests of the non-finite stop: puts a NaN into variable `name` (UTF-8,
+/// `len` bytes; empty: the first parameter) of this replica's model.
+#[no_mangle]
+pub unsafe extern "C" fn selfsup_trainer_debug_poison(id: i64, name: *const u8, len: usize) -> i64 {
+    guard(|| {
+        let name = if len == 0 { String::new() } else { text(name, len)?.to_string() };
+        trainer(id)?.call(move |s| s.debug_poison(&name))?;
+        Ok(0)
+    })
+}
+
 /// Parity tests: runs debug::{loss, optimizer, backbone, amp_policy}
 /// (`what`) with a JSON spec on the tensors of `input`, writing `output`.
 #[no_mangle]
@@ -527,6 +538,8 @@ pub unsafe extern "C" fn selfsup_debug_run(
             "optimizer" => crate::debug::optimizer(spec, &i, &o)?,
             "backbone" => crate::debug::backbone(spec, &i, &o)?,
             "amp_policy" => crate::debug::amp_policy(spec, &o)?,
+            "amp_trace" => crate::debug::amp_trace(spec, &i, &o)?,
+            "cpu_bf16_guard" => crate::debug::cpu_bf16_guard(spec, &o)?,
             // The data pipeline's pieces (crop_boxes, decode, augment_op, …).
             data => crate::data::debug::run(data, spec, &i, &o)?,
         }

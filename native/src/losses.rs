@@ -11,7 +11,9 @@ const LARGE_NUM: f64 = 1e9;
 /// reference's form (it differs from F.normalize only below 1e-6).
 pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
     let ss = x.f_pow_tensor_scalar(2)?.f_sum_dim_intlist(-1, true, x.kind())?;
-    Ok(x * ss.f_clamp_min(1e-12)?.f_rsqrt()?)
+    let y = x * ss.f_clamp_min(1e-12)?.f_rsqrt()?;
+    crate::amp::trace("normalize", &y);
+    Ok(y)
 }
 
 /// The views of every replica, concatenated in rank order, and where this
@@ -40,14 +42,20 @@ pub fn nt_xent(z1: &Tensor, z2: &Tensor, gathered: Option<Gathered>, temperature
     let n = e1_all.size()[0];
     let labels = Tensor::f_arange(b, (Kind::Int64, e1.device()))?.f_add_scalar(offset)?;
     let masks = labels.f_one_hot(n)?.f_to_kind(e1.kind())?;
-    let sim = |a: &Tensor, c: &Tensor| -> Result<Tensor> { Ok(a.f_matmul(&c.f_transpose(0, 1)?)?.f_div_scalar(temperature)?) };
+    let sim = |a: &Tensor, c: &Tensor| -> Result<Tensor> {
+        let s = a.f_matmul(&c.f_transpose(0, 1)?)?.f_div_scalar(temperature)?;
+        crate::amp::trace("similarity", &s);
+        Ok(s)
+    };
     let aa = sim(&e1, &e1_all)? - &masks * LARGE_NUM;
     let bb = sim(&e2, &e2_all)? - &masks * LARGE_NUM;
     let ab = sim(&e1, &e2_all)?;
     let ba = sim(&e2, &e1_all)?;
     let ce = |pos: &Tensor, neg: &Tensor| -> Result<Tensor> {
         let logits = Tensor::f_cat(&[pos, neg], 1)?;
-        Ok(logits.f_cross_entropy_loss::<Tensor>(&labels, None, Reduction::None, -100, 0.0)?)
+        let l = logits.f_cross_entropy_loss::<Tensor>(&labels, None, Reduction::None, -100, 0.0)?;
+        crate::amp::trace("cross_entropy", &l);
+        Ok(l)
     };
     let loss_a = ce(&ab, &aa)?;
     let loss_b = ce(&ba, &bb)?;

@@ -11,7 +11,7 @@ use crate::nn::layers::Linear;
 use crate::nn::resnet::feature_size_width;
 use crate::optim::{self, Optimizer, Param};
 use crate::simclr::SimClr;
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use tch::{nn::VarStore, Device, Reduction, Tensor};
 
@@ -88,17 +88,21 @@ pub struct Metrics {
     pub linear_loss: Tensor,
     pub top1: Tensor,
     pub top5: Tensor,
+    /// 1 when a weight, buffer or optimizer state held an inf or NaN after
+    /// the step's update ([`Model::nonfinite`]), else 0.
+    pub nonfinite: Tensor,
 }
 
 impl Metrics {
+    /// The five metrics read back to the host.
     pub fn to_vec(&self) -> Result<Vec<f64>> {
-        Ok(Vec::<f64>::try_from(&self.row()?.f_to_device(tch::Device::Cpu)?)?)
+        Ok(Vec::<f64>::try_from(&self.row()?.f_narrow(0, 0, 5)?.f_to_device(tch::Device::Cpu)?)?)
     }
 
-    /// The five values as one float64 vector on the device, to read back
-    /// later (no host synchronisation now).
+    /// The five metrics and the non-finite flag as one float64 vector on
+    /// the device, to read back later (no host synchronisation now).
     pub fn row(&self) -> Result<Tensor> {
-        let parts: Vec<Tensor> = [&self.loss, &self.ssl_loss, &self.linear_loss, &self.top1, &self.top5]
+        let parts: Vec<Tensor> = [&self.loss, &self.ssl_loss, &self.linear_loss, &self.top1, &self.top5, &self.nonfinite]
             .iter()
             .map(|t| t.f_detach()?.f_to_kind(tch::Kind::Double)?.f_reshape([1]))
             .collect::<Result<_, _>>()?;
@@ -224,9 +228,11 @@ impl Model {
         let _fp32 = Autocast::suspend(logits.device())?;
         let logits = full(&logits)?;
         let ce = logits.f_cross_entropy_loss::<Tensor>(targets, None, Reduction::Mean, -100, 0.0)?;
+        crate::amp::trace("cross_entropy", &ce);
         let acc = topk_percent(&logits.f_detach()?, targets, &[1, 5])?;
         let loss = &ssl + &ce;
-        Ok(Metrics { loss, ssl_loss: ssl, linear_loss: ce, top1: acc[0].shallow_clone(), top5: acc[1].shallow_clone() })
+        let nonfinite = ce.f_zeros_like()?.f_detach()?;
+        Ok(Metrics { loss, ssl_loss: ssl, linear_loss: ce, top1: acc[0].shallow_clone(), top5: acc[1].shallow_clone(), nonfinite })
     }
 
     /// Eval-mode backbone features of `x` under the chosen weights (fp32
@@ -292,6 +298,28 @@ impl Model {
         if let Some(p) = &self.polyak {
             p.update(&self.params)?;
         }
+        Ok(())
+    }
+
+    /// 1.0 (on the device, no host synchronisation) when any weight, buffer
+    /// (BN statistics), BYOL target weight, optimizer state or Polyak
+    /// average holds an inf or NaN, else 0.0: what must never reach a
+    /// checkpoint. One norm per tensor (multi-tensor kernels on CUDA).
+    pub fn nonfinite(&self) -> Result<Tensor> {
+        let vars = self.vs.variables();
+        let state = self.params.iter().flat_map(|p| p.state.iter());
+        let polyak = self.polyak.iter().flat_map(|p| p.shadow.iter());
+        let like = &self.params.first().context("the model has no parameters")?.tensor;
+        crate::amp::nonfinite(vars.values().chain(state).chain(polyak), like)
+    }
+
+    /// Sets the first element of variable `name` (any parameter or buffer;
+    /// the first parameter when empty) to NaN: tests of the non-finite stop.
+    pub fn poison(&self, name: &str) -> Result<()> {
+        let vars = self.vs.variables();
+        let t = if name.is_empty() { &self.params.first().context("no parameters")?.tensor } else { vars.get(name).with_context(|| format!("no variable {name:?}"))? };
+        let _g = tch::no_grad_guard();
+        let _ = t.f_view([-1])?.f_narrow(0, 0, 1)?.f_fill_(f64::NAN)?;
         Ok(())
     }
 

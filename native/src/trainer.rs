@@ -46,9 +46,10 @@ fn default_device() -> String {
 pub const METRICS: usize = 6;
 
 /// Number of f64 slots of a deferred step's row: the METRICS, then the
-/// loss scale the step used (0 without a scaler) and whether the scaler
-/// skipped it (1) or not (0).
-pub const STEP_ROW: usize = 8;
+/// loss scale the step used (0 without a scaler), whether the scaler
+/// skipped it (1) or not (0), and whether a weight, buffer or optimizer
+/// state was non-finite after it (1, on any replica) or not (0).
+pub const STEP_ROW: usize = 9;
 
 /// How many views of a batch are kept for the log's image grids (the
 /// reference shows the first min(64, B) of the last batch of a pass).
@@ -94,6 +95,9 @@ pub fn spawn(cfg: TrainerConfig) -> Result<Owner<State>> {
             tch::set_num_threads(cfg.threads);
         }
         let device = device_of(&cfg.device)?;
+        if device == Device::Cpu && cfg.model.precision == "bf16" {
+            crate::amp::check_cpu_bf16()?;
+        }
         if cfg.float64 && cfg.model.precision != "fp32" {
             bail!("float64 weights (tests) and --precision {} exclude each other", cfg.model.precision);
         }
@@ -202,7 +206,8 @@ impl State {
     /// steps can keep the GPU busy meanwhile.
     pub fn take_rows(&mut self, count: usize) -> Result<Vec<[f64; STEP_ROW]>> {
         let rows = self.pipe.take(count)?;
-        Ok(rows.iter().map(|(v, n)| [v[0], v[1], v[2], v[3], v[4], *n as f64, v[5], v[6]]).collect())
+        // Device rows: the five metrics, the non-finite flag, scale, skipped.
+        Ok(rows.iter().map(|(v, n)| [v[0], v[1], v[2], v[3], v[4], *n as f64, v[6], v[7], v[5]]).collect())
     }
 
     /// Forward, backward (gradients averaged over replicas by DDP), update;
@@ -213,14 +218,16 @@ impl State {
         Ok(host[..5].to_vec())
     }
 
-    /// Forward, backward, update; the step's metrics (averaged over
-    /// replicas), loss scale and skip flag as 7 float64s on the device.
+    /// Forward, backward, update; the step's metrics and non-finite flag
+    /// (averaged over replicas, so a flag raised on any replica reaches
+    /// all of them), loss scale and skip flag as 8 float64s on the device.
     fn step_row(&mut self, v1: &Tensor, v2: &Tensor, labels: &Tensor, lr: f64, tau: f64) -> Result<Tensor> {
         self.replica.before_forward()?;
-        let m = self.model.train_losses(v1, v2, labels)?;
+        let mut m = self.model.train_losses(v1, v2, labels)?;
         self.replica.before_backward(&m.loss)?;
         self.model.backward(&m)?;
         self.model.update(lr, tau)?;
+        m.nonfinite = self.model.nonfinite()?;
         let metrics = self.replica.mean_metrics_row(&m)?;
         Ok(Tensor::f_cat(&[metrics, self.model.amp_record()?], 0)?)
     }
@@ -273,6 +280,12 @@ impl State {
             bail!("no such file: {}", path.display());
         }
         self.model.vs.load(path).with_context(|| format!("cannot load weights from {}", path.display()))
+    }
+
+    /// Tests of the non-finite stop: variable `name` (the first parameter
+    /// when empty) gets a NaN.
+    pub fn debug_poison(&self, name: &str) -> Result<()> {
+        self.model.poison(name)
     }
 
     /// For parity tests: loss and gradients for given (already augmented)

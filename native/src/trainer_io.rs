@@ -9,10 +9,17 @@ use std::path::Path;
 use tch::Tensor;
 
 impl State {
-    /// Writes every tensor needed to resume to `path`, atomically;
-    /// returns the file's SHA-256 (hex).
+    /// Writes every tensor needed to resume to `path`, atomically; refuses
+    /// (writing nothing, so the previous checkpoint stays the last good
+    /// one) when any of them holds an inf or NaN; returns the file's SHA-256 (hex).
     pub fn save_checkpoint(&self, path: &Path) -> Result<String> {
-        checkpoint::write_atomically(path, &self.model.checkpoint_tensors()?)
+        let tensors = self.model.checkpoint_tensors()?;
+        for (name, t) in tensors.iter().filter(|(_, t)| t.is_floating_point()) {
+            if t.f_isfinite()?.f_logical_not()?.f_any()?.f_int64_value(&[])? != 0 {
+                bail!("not writing {}: {name} holds inf or NaN values; the previous checkpoint is kept", path.display());
+            }
+        }
+        checkpoint::write_atomically(path, &tensors)
     }
 
     /// Restores a checkpoint; with `sha256`, only if the file has that checksum.

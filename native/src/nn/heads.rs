@@ -5,7 +5,7 @@
 //! - SimCLR's projection head ends with a BatchNorm1d (affine);
 //! - BYOL's projector and predictor end with the Linear.
 use super::init::Init;
-use super::layers::{BatchNorm, Linear};
+use super::layers::{relu, BatchNorm, Linear};
 use anyhow::Result;
 use tch::{nn::Path, Tensor};
 
@@ -27,7 +27,7 @@ impl Mlp {
     }
 
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let y = self.bn1.forward(&self.fc1.forward(x)?, train)?.f_relu()?;
+        let y = relu(&self.bn1.forward(&self.fc1.forward(x)?, train)?)?;
         let y = self.fc2.forward(&y)?;
         match &self.bn2 {
             Some(bn) => bn.forward(&y, train),

@@ -18,7 +18,9 @@ impl Conv2d {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(x.f_conv2d(&self.weight, None::<&Tensor>, [self.stride], [self.padding], [1], 1)?)
+        let y = x.f_conv2d(&self.weight, None::<&Tensor>, [self.stride], [self.padding], [1], 1)?;
+        crate::amp::trace("conv", &y);
+        Ok(y)
     }
 }
 
@@ -51,6 +53,12 @@ impl BatchNorm {
     /// In training mode: batch statistics, running statistics updated in
     /// place; over all replicas with SyncBN (dist::batch_norm).
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let y = self.normalize(x, train)?;
+        crate::amp::trace("bn", &y);
+        Ok(y)
+    }
+
+    fn normalize(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         if train {
             {
                 let _g = tch::no_grad_guard();
@@ -90,6 +98,15 @@ impl Linear {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(x.f_linear(&self.weight, Some(&self.bias))?)
+        let y = x.f_linear(&self.weight, Some(&self.bias))?;
+        crate::amp::trace("linear", &y);
+        Ok(y)
     }
+}
+
+/// ReLU, traced.
+pub fn relu(x: &Tensor) -> Result<Tensor> {
+    let y = x.f_relu()?;
+    crate::amp::trace("relu", &y);
+    Ok(y)
 }

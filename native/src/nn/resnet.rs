@@ -7,7 +7,7 @@
 //! (64 in torchvision) scales every channel count, stem included, for
 //! narrower networks on small machines; the names stay the same.
 use super::init::Init;
-use super::layers::{BatchNorm, Conv2d};
+use super::layers::{relu, BatchNorm, Conv2d};
 use anyhow::{bail, Result};
 use tch::{nn::Path, Tensor};
 
@@ -81,14 +81,14 @@ impl Block {
         for (i, (conv, bn)) in self.convs.iter().zip(&self.bns).enumerate() {
             y = bn.forward(&conv.forward(&y)?, train)?;
             if i != last {
-                y = y.f_relu()?;
+                y = relu(&y)?;
             }
         }
         let identity = match &self.downsample {
             Some((conv, bn)) => bn.forward(&conv.forward(x)?, train)?,
             None => x.shallow_clone(),
         };
-        Ok((y + identity).f_relu()?)
+        relu(&(y + identity))
     }
 }
 
@@ -133,13 +133,16 @@ impl ResNet {
     }
 
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let mut y = self.bn1.forward(&self.conv1.forward(x)?, train)?.f_relu()?;
+        let mut y = relu(&self.bn1.forward(&self.conv1.forward(x)?, train)?)?;
         if !self.small_stem {
             y = y.f_max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false)?;
+            crate::amp::trace("maxpool", &y);
         }
         for block in &self.layers {
             y = block.forward(&y, train)?;
         }
-        Ok(y.f_adaptive_avg_pool2d([1, 1])?.f_flatten(1, -1)?)
+        let y = y.f_adaptive_avg_pool2d([1, 1])?;
+        crate::amp::trace("avgpool", &y);
+        Ok(y.f_flatten(1, -1)?)
     }
 }

@@ -1,0 +1,99 @@
+"""torch.autocast's dtype policy on selfsup's model, layer by layer.
+
+  amp_trace.py <simclr|byol> <bf16|fp16> <out.json> [cpu|cuda]
+
+Builds the same small model selfsup's `amp_trace` debug entry builds
+(torchvision's resnet18 without fc, the reference programs' heads, the
+online linear classifier), runs one training forward and the losses, as
+the reference programs write them, inside torch.autocast(device, dtype),
+and writes the dtype of every layer's output in execution order:
+{"trace": [[kind, dtype], ...]}. Kinds are selfsup's trace names: conv,
+bn, relu, maxpool, avgpool, linear (forward hooks on the modules) and
+normalize, similarity, cross_entropy, regression (the loss steps).
+"""
+import copy
+import json
+import sys
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torchvision
+
+KINDS = {nn.Conv2d: "conv", nn.BatchNorm2d: "bn", nn.BatchNorm1d: "bn", nn.ReLU: "relu", nn.MaxPool2d: "maxpool",
+         nn.AdaptiveAvgPool2d: "avgpool", nn.Linear: "linear"}
+TRACE = []
+
+
+def note(kind, t):
+    TRACE.append([kind, str(t.dtype).replace("torch.", "")])
+    return t
+
+
+def hooked(module):
+    for m in module.modules():
+        if type(m) in KINDS:
+            m.register_forward_hook(lambda m, i, o: note(KINDS[type(m)], o))
+    return module
+
+
+def mlp(cin, hidden, out, final_bn):
+    layers = [nn.Linear(cin, hidden), nn.BatchNorm1d(hidden), nn.ReLU(), nn.Linear(hidden, out)]
+    return nn.Sequential(*layers, *([nn.BatchNorm1d(out)] if final_bn else []))
+
+
+def l2_normalize(x):
+    # The reference programs' objective.py form, as selfsup's losses.rs.
+    return note("normalize", x * torch.rsqrt(torch.clamp((x ** 2).sum(-1, keepdim=True), min=1e-12)))
+
+
+def nt_xent(z1, z2, tau=0.1):
+    e1, e2 = l2_normalize(z1), l2_normalize(z2)
+    b = e1.shape[0]
+    labels = torch.arange(b, device=e1.device)
+    mask = F.one_hot(labels, b) * 1e9
+    sim = lambda a, c: note("similarity", a @ c.t() / tau)
+    aa, bb, ab, ba = sim(e1, e1) - mask, sim(e2, e2) - mask, sim(e1, e2), sim(e2, e1)
+    la = note("cross_entropy", F.cross_entropy(torch.cat([ab, aa], 1), labels, reduction="none"))
+    lb = note("cross_entropy", F.cross_entropy(torch.cat([ba, bb], 1), labels, reduction="none"))
+    return (la + lb).mean()
+
+
+def regression(p, z):
+    return note("regression", (2 - 2 * (l2_normalize(p) * l2_normalize(z)).sum(-1)).mean())
+
+
+def main(method, precision, out, device="cpu"):
+    torch.manual_seed(1)
+    backbone = torchvision.models.resnet18()
+    backbone.fc = nn.Identity()
+    head = mlp(512, 32, 16, method == "simclr")
+    classifier = nn.Linear(512, 4)
+    predictor = mlp(16, 32, 16, False) if method == "byol" else None
+    target = (copy.deepcopy(backbone), copy.deepcopy(head)) if method == "byol" else None
+    for m in [backbone, head, classifier, predictor, *(target or [])]:
+        if m is not None:
+            hooked(m).train().to(device)
+    x = torch.rand(4, 3, 16, 16, device=device)
+    v1, v2, y = x, x.flip(3), torch.arange(4, device=device)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    with torch.autocast(device, dtype=dtype):
+        if method == "simclr":
+            h1, h2 = backbone(v1), backbone(v2)
+            nt_xent(head(h1), head(h2))
+        else:
+            h1, p1 = (lambda h: (h, predictor(head(h))))(backbone(v1))
+            h2, p2 = (lambda h: (h, predictor(head(h))))(backbone(v2))
+            with torch.no_grad():
+                z1t, z2t = target[1](target[0](v1)), target[1](target[0](v2))
+            regression(p1, z2t)
+            regression(p2, z1t)
+        logits = classifier(torch.cat([h1, h2]).detach())
+        note("cross_entropy", F.cross_entropy(logits, torch.cat([y, y])))
+    with open(out, "w") as f:
+        json.dump({"trace": TRACE}, f)
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    main(*sys.argv[1:5])
