@@ -5,110 +5,24 @@
  *
  * @module
  */
-import { runName } from "./runname.ts";
-import { type Env, LaunchError, type LaunchSource, resolveLaunch } from "./launch.ts";
+import { runName } from "../train/runname.ts";
+import {
+  type Config,
+  ConfigError,
+  foreignTo,
+  isMethod,
+  METHOD_NAMES,
+  type Method,
+  methodChoices,
+  methodSpec,
+  ownerOf,
+  PRECISIONS,
+  type Settings,
+} from "../train/config.ts";
+import { type Env, LaunchError, resolveLaunch } from "./launch.ts";
 
-export type Method = "simclr" | "byol";
-/** The arithmetic of the forward pass: fp32, or autocast to fp16 (with a loss scale) or bf16. */
-export type Precision = "fp32" | "fp16" | "bf16";
-export const PRECISIONS: Precision[] = ["fp32", "fp16", "bf16"];
-
-/** A run's settings after defaults, method and checks. */
-export interface Config {
-  method: Method;
-  task: string;
-  batchSize: number;
-  epochs: number;
-  download: number;
-  imageSizeOverride: number;
-  dataDir: string;
-  logDir: string;
-  uid: string;
-  arch: string;
-  smallStem: boolean;
-  /** Stem channels; stages have 1, 2, 4, 8 times as many (torchvision: 64). */
-  baseWidth: number;
-  representationSize: number;
-  headLatentSize: number;
-  /** SimCLR only. */
-  nceSize: number;
-  nceTemperature: number;
-  /** BYOL only. */
-  projectionSize: number;
-  baseDecay: number;
-  byolLoss: "paper" | "reference";
-  weightInitialization: string | null;
-  modelDir: string;
-  colorJitterStrength: number;
-  /** Gaussian blur probability of view 1 and view 2. */
-  blurProb: [number, number];
-  /** Solarisation probability of view 1 and view 2 (BYOL-style asymmetric views; the reference has none). */
-  solarizeProb: [number, number];
-  /** Unreadable images stop the run instead of being skipped. */
-  strict: boolean;
-  /** Keep decoded images in memory: when they fit (auto), always or never. */
-  inMemory: "auto" | "always" | "never";
-  weightDecay: number;
-  polyakEma: number;
-  convertToSyncBn: boolean;
-  clip: number;
-  lr: number;
-  lrUpdateSchedule: "cosine" | "fixed";
-  warmup: number;
-  optimizer: string;
-  earlyStop: boolean;
-  visdomUrl: string | null;
-  visdomPort: number | null;
-  numReplicas: number;
-  workersPerReplica: number;
-  distributedMaster: string | null;
-  distributedRank: number;
-  distributedPort: number;
-  /** Seconds before a rendezvous or collective that does not complete is an error. */
-  distributedTimeout: number;
-  debugStep: boolean;
-  /** Profile a few training steps with torch's profiler (train/stages.ts). */
-  profile: boolean;
-  seed: number | null;
-  noCuda: boolean;
-  /** The reference's --half: true exactly when precision is fp16. */
-  half: boolean;
-  precision: Precision;
-  threads: number;
-  noResume: boolean;
-  checkpointMinutes: number;
-  knnMonitor: number;
-  // Derived (cli/launch.ts: flags, then torchrun's or SLURM's environment):
-  worldSize: number;
-  rank: number;
-  localRank: number;
-  /** Replicas on this machine. */
-  localWorldSize: number;
-  /** Rank 0's host (no tcp://), null when nothing names it. */
-  master: string | null;
-  port: number;
-  launchedBy: LaunchSource;
-  batchSizePerReplica: number;
-  runName: string;
-}
-
-/** The settings a user can give (everything but the derived keys). */
-export type Settings = Omit<
-  Config,
-  "worldSize" | "rank" | "localRank" | "localWorldSize" | "master" | "port" | "launchedBy" | "batchSizePerReplica" | "runName"
->;
-
-/** Flags that exist in one reference program only. */
-export const METHOD_ONLY: Record<Method, (keyof Settings)[]> = {
-  simclr: ["nceSize", "nceTemperature"],
-  byol: ["projectionSize", "baseDecay", "byolLoss"],
-};
-
-/** Defaults where the two reference programs differ (REFERENCE.md §1). */
-export const METHOD_DEFAULTS: Record<Method, Partial<Settings>> = {
-  simclr: { lr: 0.3, headLatentSize: 1024 },
-  byol: { lr: 0.2, headLatentSize: 4096 },
-};
+// The run's settings are data that training reads: their types live in train/config.ts.
+export { type Config, ConfigError, type Method, type Precision, PRECISIONS, type Settings } from "../train/config.ts";
 
 /**
  * The defaults: the reference programs' (REFERENCE.md §1, SimCLR's where
@@ -121,7 +35,7 @@ export const METHOD_DEFAULTS: Record<Method, Partial<Settings>> = {
  * reference's values.
  */
 export const DEFAULTS: Settings = {
-  method: "simclr",
+  method: METHOD_NAMES[0],
   task: "multi_augment_image_folder",
   batchSize: 256,
   epochs: 3000,
@@ -193,11 +107,6 @@ export const OPTIMIZER_BASES = ["sgd", "momentum", "adam", "adamw", "rmsprop", "
 export const WEIGHT_INITS = ["xavier_uniform", "xavier_normal", "orthogonal", "kaiming_normal", "kaiming_uniform"];
 export const TASKS = ["multi_augment_image_folder", "dali_multi_augment_image_folder"];
 
-/** A bad setting: reported as one line, never a stack trace. */
-export class ConfigError extends Error {
-  override name = "ConfigError";
-}
-
 export function kebab(key: string): string {
   return key.replace(/[A-Z]/g, (m) => "-" + m.toLowerCase());
 }
@@ -258,21 +167,20 @@ export function resolveLayers(layers: Layer[], env: Env = {}, facts: Facts = {})
     sources[key] = layer.source;
     return layer.settings[key] as Settings[K];
   };
-  const method = pick("method") ?? DEFAULTS.method;
-  if (method !== "simclr" && method !== "byol") fail(`--method must be simclr or byol, got ${method}`);
-  const other: Method = method === "simclr" ? "byol" : "simclr";
+  const method: Method | string = pick("method") ?? DEFAULTS.method;
+  if (!isMethod(method)) fail(`--method must be ${methodChoices()}, got ${method}`);
   for (const l of layers) {
-    for (const key of METHOD_ONLY[other]) {
+    for (const key of Object.keys(l.settings) as (keyof Settings)[]) {
       const v = l.settings[key];
-      if (v === undefined || l.kind === "preset" || (l.kind === "file" && v === DEFAULTS[key])) continue;
+      if (!foreignTo(method, key) || v === undefined || l.kind === "preset" || (l.kind === "file" && v === DEFAULTS[key])) continue;
       const name = l.kind === "flag" ? `--${kebab(key)}` : `${l.source}: ${key}`;
-      fail(`${name} belongs to --method ${other}, not ${method}`);
+      fail(`${name} belongs to --method ${ownerOf(key)}, not ${method}`);
     }
   }
-  const s = { ...DEFAULTS, ...METHOD_DEFAULTS[method], method } as Settings;
+  const s = { ...DEFAULTS, ...methodSpec(method).defaults, method } as Settings;
   const set = s as unknown as Record<string, unknown>;
   for (const key of Object.keys(DEFAULTS) as (keyof Settings)[]) {
-    if (key === "method" || METHOD_ONLY[other].includes(key)) continue;
+    if (key === "method" || foreignTo(method, key)) continue;
     const v = pick(key);
     if (v !== undefined) set[key] = v;
   }

@@ -9,7 +9,8 @@
 import { type Command, Option } from "commander";
 import { basename, dirname, join } from "node:path";
 import { ARCHS, type Config, ConfigError, featureSize, resolve } from "./config.ts";
-import { dataLayout, loaderFolder, requireLabels } from "./data.ts";
+import { dataLayout, loaderFolder, requireLabels } from "../train/data.ts";
+import { isMethod, methodSpec, targetMethods } from "../train/config.ts";
 import { float, int } from "./flags.ts";
 import { type Classifier, type FeatureWeights, Loader, Trainer, version } from "../ffi/native.ts";
 import { Progress } from "../train/progress.ts";
@@ -52,7 +53,9 @@ export function backboneTensors(checkpoint: string, weights: FeatureWeights): { 
   }
   checkWeights(file, bytes, sha256);
   const { tensors } = parseSafetensors(bytes, file);
-  if (weights === "target" && side.config.method !== "byol") throw new ConfigError("--weights target needs a BYOL checkpoint");
+  if (weights === "target" && !(isMethod(side.config.method) && methodSpec(side.config.method).momentumTarget)) {
+    throw new ConfigError(`--weights target needs a checkpoint of a method with a momentum target (${targetMethods()}), not ${side.config.method}`);
+  }
   if (weights === "polyak" && !(side.config.polyakEma > 0)) {
     throw new ConfigError("--weights polyak needs a checkpoint trained with --polyak-ema");
   }
@@ -108,7 +111,7 @@ export function exportMetadata(side: Sidecar, weights: FeatureWeights): Record<s
 export function registerEvalCommands(prog: Command): void {
   prog.command("export <checkpoint> <out>")
     .description("write a checkpoint's backbone as safetensors with torchvision's key names (loads into torchvision.models.<arch>() with strict=False, missing only fc.*); the metadata records method, arch, stem, width, image size and epoch, which eval --backbone reads")
-    .addOption(new Option("--weights <which>", "online, polyak (Polyak average) or target (BYOL)").choices(WEIGHTS).default("online"))
+    .addOption(new Option("--weights <which>", `online, polyak (Polyak average) or target (the momentum target of ${targetMethods()})`).choices(WEIGHTS).default("online"))
     .action((checkpoint: string, out: string, o: { weights: FeatureWeights }) => {
       refuseOverwrite(out, checkpoint);
       const { tensors, side } = backboneTensors(checkpoint, o.weights);
@@ -128,7 +131,7 @@ export function registerEvalCommands(prog: Command): void {
       .option("-a, --arch <name>", "backbone of a --backbone without metadata")
       .option("--small-stem", "a --backbone without metadata uses the 3x3 stem")
       .option("--base-width <n>", "stem channels of a --backbone without metadata (default: 64)", int("--base-width"))
-      .addOption(new Option("--weights <which>", "online, polyak or target (BYOL)").choices(WEIGHTS).default("online"))
+      .addOption(new Option("--weights <which>", `online, polyak or target (${targetMethods()})`).choices(WEIGHTS).default("online"))
       .option("--data-dir <dir>", "labelled train/ and test/ (default: the checkpoint's or export's data folder)")
       .option("--image-size-override <px>", "resize size (default: the checkpoint's or export's)", int("--image-size-override"))
       .option("--batch-size <n>", "feature extraction batch", int("--batch-size"), 256)

@@ -7,7 +7,8 @@
  * @module
  */
 import { type Command, InvalidArgumentError, Option } from "commander";
-import { DEFAULTS, METHOD_DEFAULTS, type Settings } from "./config.ts";
+import { DEFAULTS, type Settings } from "./config.ts";
+import { METHOD_NAMES, methodChoices, methodSpec } from "../train/config.ts";
 import { PRESETS } from "./presets.ts";
 
 type Parse = (v: string) => unknown;
@@ -73,7 +74,7 @@ interface Flag {
 /** Every training flag, by help group. */
 export const FLAGS: Record<string, Flag[]> = {
   "Method": [
-    { key: "method", flags: "--method <name>", help: "simclr or byol" },
+    { key: "method", flags: "--method <name>", help: methodChoices() },
   ],
   "Data": [
     { key: "task", flags: "--task <name>", help: "multi_augment_image_folder or dali_multi_augment_image_folder (same pipeline)" },
@@ -152,8 +153,8 @@ function defaultText(f: Flag, base: Partial<Settings>): string {
   const v = base[f.key];
   if (v !== undefined) return v === false ? "" : ` (default: ${shown(v)})`;
   if (f.follows) return ` (default: ${f.follows})`;
-  const per = (["simclr", "byol"] as const).map((m) => METHOD_DEFAULTS[m][f.key]);
-  if (per.every((x) => x !== undefined)) return ` (default: simclr ${shown(per[0])}, byol ${shown(per[1])})`;
+  const per = METHOD_NAMES.map((m) => [m, methodSpec(m).defaults[f.key]] as const);
+  if (per.every(([, x]) => x !== undefined)) return ` (default: ${per.map(([m, x]) => `${m} ${shown(x)}`).join(", ")})`;
   const d = DEFAULTS[f.key];
   return d === false || d === "" ? "" : ` (default: ${shown(d)})`;
 }

@@ -24,31 +24,11 @@
  *
  * @module
  */
-import type { Settings } from "./config.ts";
+import type { Launch, LaunchSource, Settings } from "../train/config.ts";
+import { type Env, envInt, LaunchError } from "../train/replica.ts";
 
-/** Which source gave the rank. */
-export type LaunchSource = "flags" | "torchrun" | "slurm" | "slurm-array" | "single";
-
-/** This process's place among the replicas. */
-export interface Launch {
-  worldSize: number;
-  rank: number;
-  /** Index among the replicas on this node: picks the GPU (modulo the visible GPUs). */
-  localRank: number;
-  /** Replicas on this node (for CPU threads per replica); 1 when unknown. */
-  localWorldSize: number;
-  /** Rank 0's host, without a tcp:// prefix; null when nothing names it. */
-  master: string | null;
-  port: number;
-  launchedBy: LaunchSource;
-}
-
-export type Env = Record<string, string | undefined>;
-
-/** A bad launch: said in one line, like a bad flag. */
-export class LaunchError extends Error {
-  override name = "LaunchError";
-}
+export { type Env, LaunchError } from "../train/replica.ts";
+export type { Launch, LaunchSource } from "../train/config.ts";
 
 /**
  * Expands a SLURM hostlist expression: comma-separated hosts, each with
@@ -114,12 +94,6 @@ export function masterHost(master: string): string {
   return host.replace(/^\[(.*)\]$/, "$1");
 }
 
-function envInt(env: Env, name: string): number | undefined {
-  const v = env[name];
-  if (v === undefined || v.trim() === "") return undefined;
-  if (!/^\d+$/.test(v.trim())) throw new LaunchError(`${name}=${v} is not a non-negative integer`);
-  return Number(v);
-}
 
 /** Asks squeue for the node list of a job (array task), or null. */
 export type NodeLookup = (job: string) => string | null;
@@ -231,59 +205,8 @@ function tasksOnThisNode(env: Env): number | undefined {
   return counts[envInt(env, "SLURM_NODEID") ?? 0];
 }
 
-/**
- * CPU threads for one replica: SLURM's `--cpus-per-task`, else this
- * machine's cores shared by the replicas on it; 0 (libtorch's default,
- * all cores) for a single replica or on a GPU.
- */
-export function threadsPerReplica(
-  launch: Pick<Launch, "localWorldSize">,
-  env: Env,
-  cores = navigator.hardwareConcurrency,
-): number {
-  const perTask = envInt(env, "SLURM_CPUS_PER_TASK");
-  if (perTask !== undefined && perTask > 0) return perTask;
-  return launch.localWorldSize > 1 ? Math.max(1, Math.floor(cores / launch.localWorldSize)) : 0;
-}
 
-/** What the native library reports about the GPUs this process sees. */
-export interface Gpus {
-  cuda: boolean;
-  cudaDevices: number;
-}
 
-/**
- * This replica's device: the CPU with `--no-cuda` or without a GPU, the
- * GPU for a single replica, else its local rank's GPU modulo the GPUs it
- * sees (so one GPU per task through `CUDA_VISIBLE_DEVICES`, as SLURM's
- * `--gpus-per-task` sets it, works too).
- *
- * Replicas started together with one environment (`selfsup launch`,
- * torchrun) that outnumber the GPUs would put two on one GPU, which NCCL
- * refuses with an obscure "invalid usage". That is a one-line error here,
- * before any rendezvous. Falling back to Gloo on the CPU instead would turn
- * a GPU run into a CPU run many times slower, which a warning hides too
- * easily; `--no-cuda` asks for it explicitly. Where selfsup cannot tell
- * (SLURM, ranks started by hand), NCCL's refusal is explained the same way
- * (native/src/dist/faults.rs).
- */
-export function replicaDevice(
-  cfg: Pick<Launch, "worldSize" | "localRank" | "localWorldSize" | "launchedBy"> & { noCuda: boolean },
-  gpus: Gpus,
-): "cpu" | "cuda" | `cuda:${number}` {
-  if (cfg.noCuda || !gpus.cuda || gpus.cudaDevices < 1) return "cpu";
-  if (cfg.worldSize === 1) return "cuda";
-  const shared = cfg.launchedBy === "torchrun" && cfg.localWorldSize > gpus.cudaDevices;
-  if (shared) {
-    const n = gpus.cudaDevices;
-    const gpuCount = `${n} GPU${n === 1 ? "" : "s"}`;
-    throw new LaunchError(
-      `${cfg.localWorldSize} replicas on this machine, ${gpuCount}: NCCL needs one GPU per replica; ` +
-        `start at most ${n} (--nproc, --nproc-per-node) or train them on the CPU with Gloo (--no-cuda)`,
-    );
-  }
-  return `cuda:${cfg.localRank % gpus.cudaDevices}`;
-}
 
 /** How to start this same CLI again: the compiled binary itself, or Deno running cli/main.ts. */
 export function selfCommand(): string[] {

@@ -12,7 +12,6 @@ import {
   ConfigError,
   DEFAULTS,
   type Layer,
-  METHOD_ONLY,
   resolveLayers,
   type Settings,
   type Sources,
@@ -22,7 +21,9 @@ import { addTrainingFlags, closest, givenSettings, int } from "./flags.ts";
 import { DEMO, PRESETS } from "./presets.ts";
 import { launchLocal, LaunchError } from "./launch.ts";
 import { registerEvalCommands } from "./evaluate.ts";
-import { type DataLayout, dataLayout, registerDataCommands } from "./data.ts";
+import { registerDataCommands } from "./data.ts";
+import { type DataLayout, dataLayout } from "../train/data.ts";
+import { foreignTo } from "../train/config.ts";
 import { registerProjectCommands } from "./project.ts";
 import { registerTensorboardCommand } from "./tensorboard.ts";
 import { type RunResult, train } from "../train/loop.ts";
@@ -86,9 +87,8 @@ async function trainOrPrint(opts: Record<string, unknown>, base?: Partial<Settin
   const data = layout ? { samples: layout.train.samples, imageSize: layout.train.imageSize } : undefined;
   const { config: cfg, sources } = resolveLayers(layers, Deno.env.toObject(), { gpus, data });
   if (opts.printConfig) {
-    // The other method's flags do not apply to this run.
-    const other = METHOD_ONLY[cfg.method === "simclr" ? "byol" : "simclr"];
-    const shown = Object.fromEntries(Object.entries(cfg).filter(([k]) => !other.includes(k as keyof Settings)));
+    // Other methods' settings do not apply to this run.
+    const shown = Object.fromEntries(Object.entries(cfg).filter(([k]) => !foreignTo(cfg.method, k)));
     console.log(JSON.stringify({ ...shown, sources }, null, 2));
     return;
   }

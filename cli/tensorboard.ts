@@ -67,10 +67,3 @@ export function registerTensorboardCommand(prog: Command): void {
       }
     });
 }
-
-/** The command that shows the logs in `logDir`, as a run prints it. */
-export function tensorboardHint(logDir: string): string {
-  const front = new URL("../selfsup", import.meta.url).pathname;
-  const shown = front === join(Deno.cwd(), "selfsup") ? "./selfsup" : front;
-  return `${shown} tensorboard --logdir ${logDir}`;
-}

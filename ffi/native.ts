@@ -252,7 +252,8 @@ export interface DistributedConfig {
 }
 
 export interface TrainerConfig {
-  method?: "simclr" | "byol";
+  /** A method name (train/config.ts METHODS lists them; the native side refuses others). */
+  method?: string;
   /** "cpu", "cuda" or "cuda:<index>". */
   device?: "cpu" | "cuda" | `cuda:${number}`;
   distributed?: DistributedConfig;

@@ -10,11 +10,10 @@ import {
   expandNodelist,
   launchLocal,
   type NodeLookup,
-  replicaDevice,
   resolveLaunch,
   slurmPort,
-  threadsPerReplica,
 } from "../cli/launch.ts";
+import { replicaDevice, threadsPerReplica } from "../train/replica.ts";
 import { writeDemoDataset } from "../ffi/native.ts";
 import { tempDir } from "./helpers.ts";
 

@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { debugRun, Loader, Trainer, version, writeDemoDataset } from "../ffi/native.ts";
 import { ConfigError, resolve } from "../cli/config.ts";
-import { runName } from "../cli/runname.ts";
+import { runName } from "../train/runname.ts";
 import { metricsEvery } from "../train/loop.ts";
 import { python, runCli as cli, runPython, tempDir } from "./helpers.ts";
 import { skipReason } from "./logging_helpers.ts";

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { resolve } from "../cli/config.ts";
 import { PRESETS } from "../cli/presets.ts";
-import { abbreviation, MAX_RUN_NAME, pythonFloat, referenceName, runIdentity, runName } from "../cli/runname.ts";
+import { abbreviation, MAX_RUN_NAME, pythonFloat, referenceName, runIdentity, runName } from "../train/runname.ts";
 
 // The reference programs' defaults (REFERENCE.md §1), written out here so
 // the examples do not depend on how selfsup's Config grows.

@@ -21,10 +21,12 @@
  */
 import { basename, join } from "node:path";
 import { createHash } from "node:crypto";
-import type { Config } from "../cli/config.ts";
-import type { Trainer } from "../ffi/native.ts";
+import { type Config, foreignTo, isMethod, methodChoices } from "./config.ts";
+import type { StepMetrics, Trainer } from "../ffi/native.ts";
 import { firstLine, tempPath, writeFileAtomically } from "./files.ts";
-import type { PassMetrics } from "./loop.ts";
+
+/** Means of a pass: loss, SSL loss, classifier loss, top-1 and top-5 (%). */
+export type PassMetrics = Omit<StepMetrics, "samples">;
 
 export { writeFileAtomically };
 
@@ -278,7 +280,7 @@ export function sidecarProblem(s: Sidecar): string | null {
   }
   const c = s.config;
   const settings: [keyof Config, (v: unknown) => boolean, string][] = [
-    ["method", (v) => v === "simclr" || v === "byol", `"simclr" or "byol"`],
+    ["method", isMethod, methodChoices()],
     ["arch", (v) => typeof v === "string", "a name"],
     ["representationSize", isPositiveInt, "an integer >= 1"],
     ["headLatentSize", isPositiveInt, "an integer >= 1"],
@@ -318,7 +320,7 @@ const MODEL_KEYS: (keyof Config)[] = [
 /** Explains the first model-shaping setting where `cfg` contradicts the checkpoint, or null. */
 export function contradiction(cfg: Config, saved: Config): string | null {
   for (const k of MODEL_KEYS) {
-    const relevant = !((k === "nceSize" && cfg.method === "byol") || (k === "projectionSize" && cfg.method === "simclr"));
+    const relevant = !foreignTo(cfg.method, k);
     // Sidecars written before --base-width existed hold torchvision's width.
     const was = k === "baseWidth" ? saved[k] ?? 64 : saved[k];
     if (relevant && was !== cfg[k]) {

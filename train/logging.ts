@@ -23,18 +23,17 @@
  * @module
  */
 import { basename, join } from "node:path";
-import type { Config } from "../cli/config.ts";
-import { runName } from "../cli/runname.ts";
-import type { PassMetrics } from "./loop.ts";
+import { type Config, type Method, methodSpec } from "./config.ts";
+import { runName } from "./runname.ts";
 import { EVENT_FILE, EventWriter } from "./tensorboard.ts";
 import { MetricsFile } from "./jsonl.ts";
 import { VisdomClient } from "./visdom.ts";
 import { augmentationGrid, type ImageBatch, pngOf } from "./images.ts";
-import type { LogMarks } from "./checkpoint.ts";
+import type { LogMarks, PassMetrics } from "./checkpoint.ts";
 
 export interface RunLogOptions {
-  /** Names the self-supervised loss tag: `nce-loss` (SimCLR) or `byol-loss`. */
-  method: "simclr" | "byol";
+  /** Names the self-supervised loss tag (train/config.ts METHODS). */
+  method: Method;
   /** Root folder; this run's files go to `<logDir>/<name>`. */
   logDir: string;
   name: string;
@@ -82,7 +81,7 @@ export class RunLog {
 
   constructor(o: RunLogOptions) {
     this.name = o.name;
-    this.#sslTag = o.method === "byol" ? "byol-loss" : "nce-loss";
+    this.#sslTag = methodSpec(o.method).lossTag;
     this.#warn = o.warn ?? ((m) => console.error(m));
     if ((o.rank ?? 0) !== 0) {
       this.dir = null;
@@ -328,4 +327,11 @@ function exists(path: string): boolean {
 
 function escapeHtml(s: string): string {
   return s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+}
+
+/** The command that shows the logs in `logDir`, as a run prints it. */
+export function tensorboardHint(logDir: string): string {
+  const front = new URL("../selfsup", import.meta.url).pathname;
+  const shown = front === join(Deno.cwd(), "selfsup") ? "./selfsup" : front;
+  return `${shown} tensorboard --logdir ${logDir}`;
 }

@@ -6,7 +6,7 @@
  * @module
  */
 import { dirname, join, resolve } from "node:path";
-import { type Config, ConfigError } from "../cli/config.ts";
+import { type Config, ConfigError } from "./config.ts";
 import { Loader, type LoaderConfig, type StepMetrics, type StepRow, Trainer, version } from "../ffi/native.ts";
 import { byolTau, lrAt, type Schedule, scaledLr } from "./schedule.ts";
 import { NonFiniteError, nonFiniteMessage, stopsTheRun } from "./nonfinite.ts";
@@ -16,6 +16,7 @@ import {
   contradiction,
   type EpochResult,
   loadWeights,
+  type PassMetrics,
   type Position,
   readSidecar,
   removeLeftovers,
@@ -29,14 +30,11 @@ import { continuingLine, findCheckpoint, finished } from "./resume.ts";
 import { BestSaver } from "./saver.ts";
 import { AgreedStop, requeueUnderSlurm, StopFlag } from "./signals.ts";
 import { Progress } from "./progress.ts";
-import { RunLog } from "./logging.ts";
+import { RunLog, tensorboardHint } from "./logging.ts";
 import { type EpochStages, StageClock, stageScalars, stagesLine, StepProfiler } from "./stages.ts";
-import { type DataLayout, dataLayout, inMemoryLine, layoutLines, loaderFolder, requireLabels, skippedLine } from "../cli/data.ts";
-import { replicaDevice, threadsPerReplica } from "../cli/launch.ts";
-import { tensorboardHint } from "../cli/tensorboard.ts";
+import { type DataLayout, dataLayout, inMemoryLine, layoutLines, loaderFolder, requireLabels, skippedLine } from "./data.ts";
+import { replicaDevice, threadsPerReplica } from "./replica.ts";
 
-/** Means of a pass: loss, SSL loss, classifier loss, top-1 and top-5 (%). */
-export type PassMetrics = Omit<StepMetrics, "samples">;
 const KEYS: (keyof PassMetrics)[] = ["loss", "sslLoss", "linearLoss", "top1", "top5"];
 
 /** Sample-weighted means of step metrics over a pass. */

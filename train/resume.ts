@@ -9,9 +9,8 @@
  * @module
  */
 import { basename, dirname, join } from "node:path";
-import type { Config } from "../cli/config.ts";
-import { ConfigError } from "../cli/config.ts";
-import { runIdentity } from "../cli/runname.ts";
+import { type Config, ConfigError } from "./config.ts";
+import { runIdentity } from "./runname.ts";
 import { readSidecar, type Sidecar, sidecarPath } from "./checkpoint.ts";
 
 /** A checkpoint to continue from: its sidecar, where that is, and the run it belongs to. */

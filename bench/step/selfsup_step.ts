@@ -24,6 +24,7 @@
 import { parseArgs } from "node:util";
 import { Trainer, type TrainerConfig, version } from "../../ffi/native.ts";
 import { check, libraryPath } from "../../ffi/lib.ts";
+import { isMethod, METHOD_NAMES, methodSpec } from "../../train/config.ts";
 
 const { values: o } = parseArgs({
   args: Deno.args,
@@ -43,8 +44,8 @@ const { values: o } = parseArgs({
     steps: { type: "string", default: "8" },
   },
 });
-if (o.method !== "simclr" && o.method !== "byol") {
-  console.error("usage: selfsup_step.ts --method simclr|byol [...] (see the file's header)");
+if (!isMethod(o.method)) {
+  console.error(`usage: selfsup_step.ts --method ${METHOD_NAMES.join("|")} [...] (see the file's header)`);
   Deno.exit(2);
 }
 const method = o.method;
@@ -66,7 +67,7 @@ const hooks = Deno.dlopen(libraryPath(), {
 
 const [batch, size, threads] = [Number(o.batch), Number(o.size), Number(o.threads)];
 const features = ["resnet18", "resnet34"].includes(o.arch) ? 512 : 2048;
-const latent = Number(o["head-latent-size"]) || (method === "simclr" ? 1024 : 4096);
+const latent = Number(o["head-latent-size"]) || methodSpec(method).defaults.headLatentSize!;
 const info = version(); // libtorch is loaded before anything is timed
 const config: TrainerConfig = {
   method,

@@ -18,6 +18,7 @@
 //!   update skips itself on the device when the flag is set; the scale is
 //!   halved after a skipped step and doubled after `growth_interval`
 //!   clean ones. Nothing is read back to the host.
+use crate::shim::{handles, shim};
 use anyhow::{bail, Result};
 use serde::Deserialize;
 use std::ffi::{c_char, c_int};
@@ -33,22 +34,6 @@ extern "C" {
     fn selfsup_is_channels_last(t: *const C_tensor) -> c_int;
     fn selfsup_nonfinite(ts: *const *mut C_tensor, n: usize, like: *const C_tensor, out: *mut *mut C_tensor, err: *mut c_char, cap: usize) -> c_int;
     fn selfsup_cpu_capability(buf: *mut c_char, cap: usize) -> c_int;
-}
-
-/// Runs a shim call that reports failure as 1 plus a message.
-pub(crate) fn shim(f: impl FnOnce(*mut c_char, usize) -> c_int) -> Result<()> {
-    let mut buf = vec![0u8; 1024];
-    if f(buf.as_mut_ptr() as *mut c_char, buf.len()) == 0 {
-        return Ok(());
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    bail!("{}", crate::status::first_line(&String::from_utf8_lossy(&buf[..end])))
-}
-
-/// Raw tensor handles of `ts`, for a shim call that takes a list. The C++
-/// side may change the tensors' data in place (not the handles).
-pub(crate) fn handles<'a>(ts: impl IntoIterator<Item = &'a Tensor>) -> Vec<*mut C_tensor> {
-    ts.into_iter().map(|t| t.as_ptr() as *mut C_tensor).collect()
 }
 
 /// The arithmetic of a training step's forward.

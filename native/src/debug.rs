@@ -1,8 +1,7 @@
 //! Entry points for the parity tests against PyTorch: each reads tensors
 //! from a safetensors file, runs one piece of selfsup on them, and writes
 //! the results to another, so a Python script can compare.
-use crate::byol::{byol_loss, LossNorm};
-use crate::losses::{nt_xent, Gathered};
+use crate::losses::{byol_loss, nt_xent, Gathered, LossNorm};
 use crate::nn::init::Init;
 use crate::nn::resnet::ResNet;
 use crate::optim::{self, Param};
@@ -175,7 +174,7 @@ pub fn amp_policy(spec: &str, output: &Path) -> Result<()> {
 /// features in fp32, a loss scaler for fp16 only. Returns the last loss.
 pub fn check_amp_policy(device: Device, precision: &str) -> Result<Tensor> {
     use crate::amp::{Autocast, Precision};
-    use crate::model::{Model, ModelConfig, Net};
+    use crate::model::{Model, ModelConfig};
     use tch::Kind;
     let low = Precision::parse(precision)?.autocast_kind().context("the dtype policy is about fp16 or bf16")?;
     let want = |what: String, got: Kind, want: Kind| -> Result<()> {
@@ -196,10 +195,7 @@ pub fn check_amp_policy(device: Device, precision: &str) -> Result<Tensor> {
         let labels = Tensor::from_slice(&[0i64, 1, 2, 3]).f_to_device(device)?;
         {
             let _ac = Autocast::enter(device, Some(low))?;
-            let backbone = match &m.net {
-                Net::SimClr(n) => n.backbone(),
-                Net::Byol(n) => n.backbone(),
-            };
+            let backbone = m.method.backbone();
             want(format!("{method}'s backbone output"), backbone.forward(&x, true)?.kind(), low)?;
             let vars = m.vs.variables();
             for v in ["backbone.bn1.running_mean", "backbone.bn1.running_var", "backbone.layer4.1.bn2.running_var"] {

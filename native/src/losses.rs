@@ -1,4 +1,6 @@
-//! Self-supervised losses.
+//! The self-supervised losses (NT-Xent, BYOL's regression) and the
+//! probe's top-k accuracy. Under mixed precision each runs in fp32,
+//! autocast suspended (amp.rs).
 use crate::amp::{full, Autocast};
 use anyhow::Result;
 use tch::{Kind, Reduction, Tensor};
@@ -76,3 +78,38 @@ pub fn topk_percent(logits: &Tensor, labels: &Tensor, ks: &[i64]) -> Result<Vec<
         })
         .collect()
 }
+
+/// How the regression loss normalises its inputs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum LossNorm {
+    /// Per row: 2 − 2·cos(p, z), the paper's loss.
+    Paper,
+    /// The reference's whole-matrix norms: −2·Σ(p·z)/(‖P‖_F‖Z‖_F) per row.
+    Reference,
+}
+
+/// The BYOL regression loss for a batch, mean over rows.
+/// Under mixed precision it runs in fp32, autocast suspended (amp.rs).
+pub fn regression_loss(p: &Tensor, z: &Tensor, norm: LossNorm) -> Result<Tensor> {
+    let _fp32 = Autocast::suspend(p.device())?;
+    let (p, z) = (&full(p)?, &full(z)?);
+    let loss = match norm {
+        LossNorm::Paper => {
+            let cos = (l2_normalize(p)? * l2_normalize(z)?).f_sum_dim_intlist(-1, false, p.kind())?;
+            (cos * -2.0 + 2.0).f_mean(p.kind())?
+        }
+        LossNorm::Reference => {
+            let dot = (p * z).f_sum_dim_intlist(-1, false, p.kind())?;
+            (dot * -2.0 / (p.f_norm()? * z.f_norm()?)).f_mean(p.kind())?
+        }
+    };
+    crate::amp::trace("regression", &loss);
+    Ok(loss)
+}
+
+/// The symmetric BYOL loss: view 1's prediction against view 2's target
+/// projection, and the other way round.
+pub fn byol_loss(p1: &Tensor, p2: &Tensor, z1t: &Tensor, z2t: &Tensor, norm: LossNorm) -> Result<Tensor> {
+    Ok(regression_loss(p1, &z2t.f_detach()?, norm)? + regression_loss(p2, &z1t.f_detach()?, norm)?)
+}
+

@@ -1,16 +1,15 @@
-//! What SimCLR and BYOL share: the online parameters and their optimizer,
+//! What every method (methods/) shares: the online parameters and their optimizer,
 //! the online linear classifier on detached features (its cross-entropy
 //! is added to the loss, REFERENCE.md §2.6), the Polyak average for
 //! evaluation, and the update.
 use crate::amp::{full, Autocast, GradScaler, Precision, ScalerConfig};
-use crate::byol::Byol;
 use crate::ema::Polyak;
 use crate::losses::topk_percent;
+use crate::methods::{self, Method};
 use crate::nn::init::{Init, Scheme};
 use crate::nn::layers::Linear;
 use crate::nn::resnet::feature_size_width;
 use crate::optim::{self, Optimizer, Param};
-use crate::simclr::SimClr;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use tch::{nn::VarStore, Device, Reduction, Tensor};
@@ -110,16 +109,11 @@ impl Metrics {
     }
 }
 
-/// A method's networks: features and SSL loss for two views.
-pub enum Net {
-    SimClr(SimClr),
-    Byol(Byol),
-}
-
 pub struct Model {
     pub vs: VarStore,
     pub params: Vec<Param>,
-    pub net: Net,
+    /// The self-supervised method (methods/): its networks and loss.
+    pub method: Box<dyn Method>,
     classifier: Linear,
     pub opt: Optimizer,
     pub polyak: Option<Polyak>,
@@ -158,29 +152,20 @@ impl Model {
         let vs = VarStore::new(device);
         let root = vs.root();
         let mut init = Init::new(cfg.seed, device);
-        let online = match cfg.method.as_str() {
-            "simclr" => Net::SimClr(SimClr::new(&root, &mut init, &cfg, features)?),
-            "byol" => Net::Byol(Byol::new(&root, &mut init, &cfg, features)?),
-            m => bail!("unknown --method {m:?}; choose simclr or byol"),
-        };
+        let mut method = methods::build(&root, &mut init, &cfg, features)?;
         let classifier = Linear::new(&(&root / "linear_classifier"), &mut init, features, cfg.num_classes)?;
         if let Some(s) = scheme {
             reinitialise(&vs, &mut init, s)?;
         }
+        // Copies are made after any re-initialisation (the reference seeded
+        // its EMAs before it, defect 23); a momentum target is frozen here,
+        // so it is not among the trained parameters.
+        method.attach(&vs)?;
         let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
         named.sort_by(|a, b| a.0.cmp(&b.0));
         let params: Vec<Param> = named.into_iter().map(|(n, t)| Param::new(n, t)).collect();
-        // Copies are made after any re-initialisation (the reference seeded
-        // its EMAs before it, defect 23).
-        let net = match online {
-            Net::Byol(mut b) => {
-                b.make_target(&vs)?;
-                Net::Byol(b)
-            }
-            n => n,
-        };
         let polyak = if cfg.polyak_ema > 0.0 { Some(Polyak::new(&params, cfg.polyak_ema)?) } else { None };
-        Ok(Model { vs, params, net, classifier, opt, polyak, precision, scaler, amp_record: None, cfg })
+        Ok(Model { vs, params, method, classifier, opt, polyak, precision, scaler, amp_record: None, cfg })
     }
 
     pub fn device(&self) -> Device {
@@ -196,10 +181,7 @@ impl Model {
     /// both views' detached features; under autocast with fp16/bf16.
     pub fn train_losses(&mut self, v1: &Tensor, v2: &Tensor, labels: &Tensor) -> Result<Metrics> {
         let _autocast = self.autocast()?;
-        let (ssl, h1, h2) = match &mut self.net {
-            Net::SimClr(n) => n.train_forward(v1, v2)?,
-            Net::Byol(n) => n.train_forward(v1, v2)?,
-        };
+        let (ssl, h1, h2) = self.method.train_forward(v1, v2)?;
         let feats = Tensor::f_cat(&[h1.f_detach()?, h2.f_detach()?], 0)?;
         let targets = Tensor::f_cat(&[labels, labels], 0)?;
         self.with_classifier(ssl, &feats, &targets)
@@ -211,10 +193,7 @@ impl Model {
         let _g = tch::no_grad_guard();
         let _autocast = self.autocast()?;
         let run = |m: &Model| -> Result<Metrics> {
-            let (ssl, h) = match &m.net {
-                Net::SimClr(n) => n.eval_forward(x)?,
-                Net::Byol(n) => n.eval_forward(x)?,
-            };
+            let (ssl, h) = m.method.eval_forward(x)?;
             m.with_classifier(ssl, &h, labels)
         };
         match &self.polyak {
@@ -241,12 +220,11 @@ impl Model {
         let _g = tch::no_grad_guard();
         let _autocast = self.autocast()?;
         let backbone = |m: &Model, target: bool| -> Result<Tensor> {
-            match (&m.net, target) {
-                (Net::SimClr(n), false) => n.backbone().forward(x, false),
-                (Net::Byol(n), false) => n.backbone().forward(x, false),
-                (Net::Byol(n), true) => n.target_backbone()?.forward(x, false),
-                (Net::SimClr(_), true) => bail!("--weights target needs a BYOL model"),
-            }
+            let net = match target {
+                false => m.method.backbone(),
+                true => m.method.target_backbone().with_context(|| format!("--weights target needs a method with a momentum target (byol), not {}", m.cfg.method))?,
+            };
+            net.forward(x, false)
         };
         let f = match weights {
             "online" => backbone(self, false),
@@ -292,9 +270,7 @@ impl Model {
             self.amp_record = Some(Tensor::f_cat(&[&s.scale, &s.found_inf], 0)?.f_to_kind(tch::Kind::Double)?);
             s.update()?;
         }
-        if let Net::Byol(b) = &self.net {
-            b.update_target(&self.vs, tau)?;
-        }
+        self.method.update_target(tau)?;
         if let Some(p) = &self.polyak {
             p.update(&self.params)?;
         }

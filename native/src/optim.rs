@@ -18,7 +18,7 @@
 //! optimizers/lars.py does: for the decay group, g ← g + wd·w, then
 //! g ← η‖w‖/(‖g‖+ε)·g (1 if a norm is 0); biases and BN parameters get
 //! neither; the inner optimizer then runs with weight decay 0.
-use crate::amp::{handles, shim};
+use crate::shim::{handles, shim};
 use anyhow::{bail, Result};
 use std::ffi::{c_char, c_int};
 use tch::{Device, Kind, Tensor};

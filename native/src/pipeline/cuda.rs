@@ -2,7 +2,7 @@
 //! (shim/pipeline.cpp), which reaches them through c10's device-generic
 //! interfaces. Nothing here runs without a GPU: the callers take these
 //! paths only for a CUDA trainer or a loader feeding one.
-use crate::amp::shim;
+use crate::shim::shim;
 use anyhow::Result;
 use std::ffi::{c_char, c_int, c_void};
 use tch::{Device, Tensor};

@@ -2,7 +2,7 @@
 //! over a few training steps on the trainer's thread, written as a Chrome
 //! trace, with a table of operator self times; and named ranges for the
 //! pipeline's stages in that trace.
-use crate::amp::shim;
+use crate::shim::shim;
 use anyhow::{Context, Result};
 use std::ffi::{c_char, c_int, c_void, CString};
 use std::path::Path;

@@ -20,46 +20,44 @@
  */
 import { createHash } from "node:crypto";
 import { basename } from "node:path";
-import type { Config } from "./config.ts";
+import { type Config, foreignTo, isMethod, METHOD_NAMES } from "./config.ts";
 
 /** The longest name: the reference asserts `len(name) < 251`. */
 export const MAX_RUN_NAME = 250;
 
-type Method = "simclr" | "byol";
-
 /**
  * The settings that make up the name, in the reference's argparse order
- * (the order of `vars(args)`), each with the method it exists in when only
- * one program has it. The reference's blacklist (paths, visdom, workers,
- * distributed rendezvous, debug) is simply not listed.
+ * (the order of `vars(args)`); a method's own settings (train/config.ts
+ * METHODS) are named only in its runs. The reference's blacklist (paths,
+ * visdom, workers, distributed rendezvous, debug) is simply not listed.
  */
-const REFERENCE_ARGS: [key: string, only?: Method][] = [
-  ["task"],
-  ["batchSize"],
-  ["epochs"],
-  ["imageSizeOverride"],
-  ["arch"],
-  ["representationSize"],
-  ["nceSize", "simclr"],
-  ["projectionSize", "byol"],
-  ["headLatentSize"],
-  ["nceTemperature", "simclr"],
-  ["baseDecay", "byol"],
-  ["weightInitialization"],
-  ["colorJitterStrength"],
-  ["weightDecay"],
-  ["polyakEma"],
-  ["convertToSyncBn"],
-  ["clip"],
-  ["lr"],
-  ["lrUpdateSchedule"],
-  ["warmup"],
-  ["optimizer"],
-  ["earlyStop"],
-  ["numReplicas"],
-  ["seed"],
-  ["noCuda"],
-  ["half"],
+const REFERENCE_ARGS: (keyof Config)[] = [
+  "task",
+  "batchSize",
+  "epochs",
+  "imageSizeOverride",
+  "arch",
+  "representationSize",
+  "nceSize",
+  "projectionSize",
+  "headLatentSize",
+  "nceTemperature",
+  "baseDecay",
+  "weightInitialization",
+  "colorJitterStrength",
+  "weightDecay",
+  "polyakEma",
+  "convertToSyncBn",
+  "clip",
+  "lr",
+  "lrUpdateSchedule",
+  "warmup",
+  "optimizer",
+  "earlyStop",
+  "numReplicas",
+  "seed",
+  "noCuda",
+  "half",
 ];
 
 /**
@@ -69,14 +67,14 @@ const REFERENCE_ARGS: [key: string, only?: Method][] = [
  * that changes results belongs here (its abbreviation must stay unique,
  * which the module checks when it loads).
  */
-const SELFSUP_ARGS: [key: string, only: Method | undefined, omitted: unknown][] = [
-  ["smallStem", undefined, false],
-  ["baseWidth", undefined, 64],
-  ["byolLoss", "byol", "paper"],
-  ["blurProb", undefined, [0.5, 0.5]],
-  ["solarizeProb", undefined, [0, 0]],
+const SELFSUP_ARGS: [key: keyof Config, omitted: unknown][] = [
+  ["smallStem", false],
+  ["baseWidth", 64],
+  ["byolLoss", "paper"],
+  ["blurProb", [0.5, 0.5]],
+  ["solarizeProb", [0, 0]],
   // fp16 is named by the reference's `half` (h1), so only bf16 adds `pbf16`.
-  ["precision", undefined, "fp32"],
+  ["precision", "fp32"],
 ];
 
 /**
@@ -99,7 +97,7 @@ export function abbreviation(key: string): string {
 // The reference asserts that no two arguments share an abbreviation.
 {
   const seen = new Map<string, string>();
-  for (const [key] of [...REFERENCE_ARGS, ...SELFSUP_ARGS]) {
+  for (const key of [...REFERENCE_ARGS, ...SELFSUP_ARGS.map(([k]) => k)]) {
     const a = abbreviation(key);
     if (seen.has(a)) throw new Error(`run name: ${key} and ${seen.get(a)} both abbreviate to ${a}`);
     seen.set(a, key);
@@ -139,6 +137,11 @@ function formatNumber(x: number): string {
 
 type Named = Readonly<Partial<Config>> | Readonly<Record<string, unknown>>;
 
+/** The run's method; an unknown or missing one names the run as the default method does. */
+function methodOf(c: Readonly<Record<string, unknown>>) {
+  return isMethod(c.method) ? c.method : METHOD_NAMES[0];
+}
+
 /** The run name of `config`: the reference's with a `--uid`, else {@link shortName}. */
 export function runName(config: Named): string {
   const c = config as Readonly<Record<string, unknown>>;
@@ -162,7 +165,7 @@ export function shortName(config: Named): string {
   const arch = String(c.arch ?? "resnet50").replace("wide_resnet", "wr").replace("resnet", "r");
   const data = basename(String(c.dataDir ?? "")).replace(/^\.+/, "").replace(/[^A-Za-z0-9._+=-]/g, "-").slice(0, 32) || "data";
   const hash = createHash("sha1").update(runIdentity(c)).digest("hex").slice(0, 8);
-  return `${c.method === "byol" ? "byol" : "simclr"}-${arch}-${data}-${hash}`;
+  return `${methodOf(c)}-${arch}-${data}-${hash}`;
 }
 
 /**
@@ -180,13 +183,13 @@ export function shortName(config: Named): string {
  */
 export function referenceName(config: Named): string {
   const c = config as Readonly<Record<string, unknown>>;
-  const method: Method = c.method === "byol" ? "byol" : "simclr";
+  const method = methodOf(c);
   const replicas = typeof c.numReplicas === "number" && c.numReplicas > 1 ? c.numReplicas : 1;
   const parts = [String(c.uid ?? "")];
-  const args = [...REFERENCE_ARGS.map(([k, only]) => [k, only, undefined] as const), ...SELFSUP_ARGS];
-  for (const [key, only, omitted] of args) {
+  const args = [...REFERENCE_ARGS.map((k) => [k, undefined] as const), ...SELFSUP_ARGS];
+  for (const [key, omitted] of args) {
     if (
-      (only && only !== method) ||
+      foreignTo(method, key) ||
       (omitted !== undefined && JSON.stringify(c[key]) === JSON.stringify(omitted))
     ) continue;
     let v = c[key];

@@ -1,6 +1,7 @@
 //! SimCLR (Chen et al. 2020) as the reference program builds it: a ResNet
 //! backbone and a projection head; NT-Xent between the two views
 //! (REFERENCE.md §2.2–2.3).
+use super::Method;
 use crate::losses::{nt_xent, Gathered};
 use crate::model::ModelConfig;
 use crate::nn::heads::Mlp;
@@ -23,10 +24,12 @@ impl SimClr {
             temperature: cfg.nce_temperature,
         })
     }
+}
 
-    /// Loss and both views' features. Each view is its own forward pass,
-    /// so BN statistics are per view, as in the reference.
-    pub fn train_forward(&self, v1: &Tensor, v2: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+impl Method for SimClr {
+    /// Each view is its own forward pass, so BN statistics are per view,
+    /// as in the reference.
+    fn train_forward(&self, v1: &Tensor, v2: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
         let h1 = self.backbone.forward(v1, true)?;
         let h2 = self.backbone.forward(v2, true)?;
         let z1 = self.head.forward(&h1, true)?;
@@ -41,14 +44,13 @@ impl SimClr {
         Ok((loss, h1, h2))
     }
 
-    /// Eval mode; the test image is both views.
-    pub fn eval_forward(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+    fn eval_forward(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
         let h = self.backbone.forward(x, false)?;
         let z = self.head.forward(&h, false)?;
         Ok((nt_xent(&z, &z, None, self.temperature)?, h))
     }
 
-    pub fn backbone(&self) -> &ResNet {
+    fn backbone(&self) -> &ResNet {
         &self.backbone
     }
 }
