@@ -15,7 +15,7 @@ import {
   type Method,
   methodChoices,
   methodSpec,
-  ownerOf,
+  ownersOf,
   PRECISIONS,
   type Settings,
 } from "../train/config.ts";
@@ -54,6 +54,8 @@ export const DEFAULTS: Settings = {
   projectionSize: 256,
   baseDecay: 0.996,
   byolLoss: "paper",
+  projectorWidths: "8192-8192-8192",
+  offDiagonalWeight: 0.005,
   weightInitialization: null,
   modelDir: ".models",
   colorJitterStrength: 1.0,
@@ -174,7 +176,7 @@ export function resolveLayers(layers: Layer[], env: Env = {}, facts: Facts = {})
       const v = l.settings[key];
       if (!foreignTo(method, key) || v === undefined || l.kind === "preset" || (l.kind === "file" && v === DEFAULTS[key])) continue;
       const name = l.kind === "flag" ? `--${kebab(key)}` : `${l.source}: ${key}`;
-      fail(`${name} belongs to --method ${ownerOf(key)}, not ${method}`);
+      fail(`${name} belongs to --method ${ownersOf(key).join(" or ")}, not ${method}`);
     }
   }
   const s = { ...DEFAULTS, ...methodSpec(method).defaults, method } as Settings;
@@ -298,6 +300,10 @@ export function validate(s: Settings): void {
   if (!(s.nceTemperature > 0)) fail(`--nce-temperature must be > 0, got ${s.nceTemperature}`);
   if (!(s.baseDecay >= 0 && s.baseDecay <= 1)) fail(`--base-decay must be in [0, 1], got ${s.baseDecay}`);
   if (s.byolLoss !== "paper" && s.byolLoss !== "reference") fail(`--byol-loss must be paper or reference, got ${s.byolLoss}`);
+  if (!/^[1-9]\d*(-[1-9]\d*)*$/.test(s.projectorWidths)) {
+    fail(`--projector-widths must be widths joined by -, such as 8192-8192-8192, got ${s.projectorWidths}`);
+  }
+  if (!(s.offDiagonalWeight >= 0)) fail(`--off-diagonal-weight must be >= 0, got ${s.offDiagonalWeight}`);
   if (!(s.polyakEma >= 0 && s.polyakEma < 1)) fail(`--polyak-ema must be in [0, 1), got ${s.polyakEma}`);
   if (!(s.lr > 0)) fail(`--lr must be > 0, got ${s.lr}`);
   if (!(s.clip >= 0)) fail(`--clip must be >= 0, got ${s.clip}`);

@@ -99,6 +99,8 @@ export const FLAGS: Record<string, Flag[]> = {
     { key: "nceTemperature", flags: "--nce-temperature <t>", help: "SimCLR: NT-Xent temperature", parse: "float" },
     { key: "projectionSize", flags: "--projection-size <n>", help: "BYOL: projector and predictor output width", parse: "int" },
     { key: "baseDecay", flags: "--base-decay <tau>", help: "BYOL: base EMA decay of the target network", parse: "float" },
+    { key: "projectorWidths", flags: "--projector-widths <w-w-w>", help: "Barlow Twins: projector widths after the backbone, joined by -" },
+    { key: "offDiagonalWeight", flags: "--off-diagonal-weight <lambda>", help: "Barlow Twins: weight λ of the cross-correlation's off-diagonal terms", parse: "float" },
     { key: "byolLoss", flags: "--byol-loss <kind>", help: "BYOL: paper (per-sample 2-2cos) or reference (whole-batch norms)" },
     { key: "weightInitialization", flags: "--weight-initialization <name>", help: "re-initialise conv/linear weights: xavier_uniform, xavier_normal, orthogonal, kaiming_normal, kaiming_uniform", follows: "torchvision's" },
     { key: "convertToSyncBn", flags: "--convert-to-sync-bn", help: "synchronise BatchNorm statistics across replicas (a no-op with one replica)" },
@@ -153,8 +155,11 @@ function defaultText(f: Flag, base: Partial<Settings>): string {
   const v = base[f.key];
   if (v !== undefined) return v === false ? "" : ` (default: ${shown(v)})`;
   if (f.follows) return ` (default: ${f.follows})`;
+  // A default some method changes is shown for each method.
   const per = METHOD_NAMES.map((m) => [m, methodSpec(m).defaults[f.key]] as const);
-  if (per.every(([, x]) => x !== undefined)) return ` (default: ${per.map(([m, x]) => `${m} ${shown(x)}`).join(", ")})`;
+  if (per.some(([, x]) => x !== undefined)) {
+    return ` (default: ${per.map(([m, x]) => `${m} ${shown(x ?? DEFAULTS[f.key])}`).join(", ")})`;
+  }
   const d = DEFAULTS[f.key];
   return d === false || d === "" ? "" : ` (default: ${shown(d)})`;
 }

@@ -272,6 +272,9 @@ export interface TrainerConfig {
   /** BYOL */
   projectionSize?: number;
   byolLoss?: "paper" | "reference";
+  /** Barlow Twins */
+  projectorWidths?: string;
+  offDiagonalWeight?: number;
   numClasses: number;
   optimizer: string;
   weightDecay: number;

@@ -23,7 +23,9 @@ Deno.test("--help shows each command's own defaults: the demo's are not train's"
   const [train, demo] = [await help("train"), await help("demo")];
   assert.match(train, /--batch-size <n> global batch size, split over replicas \(default: 256; a data set with fewer/);
   assert.match(train, /--epochs <n> number of epochs \(default: 3000\)/);
-  assert.match(train, /--lr <lr> .* \(default: simclr 0\.3, byol 0\.2\)/);
+  assert.match(train, /--lr <lr> .* \(default: simclr 0\.3, byol 0\.2, barlowtwins 0\.2\)/);
+  assert.match(train, /--head-latent-size <n> .* \(default: simclr 1024, byol 4096, barlowtwins 1024\)/);
+  assert.match(train, /--method <name> simclr, byol or barlowtwins \(default: simclr\)/);
   assert.match(train, /--arch <name> .* \(default: resnet18 for images of 64 px or less, else resnet50\)/);
   assert.match(demo, /--batch-size <n> global batch size, split over replicas \(default: 128\)/);
   assert.match(demo, /--epochs <n> number of epochs \(default: 12\)/);
@@ -39,7 +41,10 @@ Deno.test("the CLI rejects a malformed number in one line", async () => {
   assert.ok(!r.stderr.includes("    at "), "no stack trace");
 });
 
-for (const [method, name] of [["simclr", /^simclr-r18-data-[0-9a-f]{8}\./], ["byol", /^byol-r18-data-[0-9a-f]{8}\./]] as const) {
+// Barlow Twins with a small projector (the paper's 8192-8192-8192 is for ImageNet).
+const shortRuns = [["simclr", []], ["byol", []], ["barlowtwins", ["--projector-widths", "64-64-64"]]] as const;
+for (const [method, extra] of shortRuns) {
+  const name = new RegExp(`^${method}-r18-data-[0-9a-f]{8}\\.`);
   Deno.test(`a short ${method} run on the demo data trains, evaluates and saves its weights`, async () => {
     using dir = tempDir();
     const data = join(dir.path, "data");
@@ -61,6 +66,7 @@ for (const [method, name] of [["simclr", /^simclr-r18-data-[0-9a-f]{8}\./], ["by
       "--warmup", "1",
       "--seed", "1",
       "--no-cuda",
+      ...extra,
     ]);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /train-0\[Epoch 2\]\[160 samples\]/);
@@ -74,7 +80,7 @@ for (const [method, name] of [["simclr", /^simclr-r18-data-[0-9a-f]{8}\./], ["by
     assert.equal(saved.length, 4, saved.join(", "));
     for (const f of saved) assert.match(f, name);
     assert.deepEqual(saved.map((f) => f.replace(/^.*\.(last|best)/, "$1")), ["best-10.safetensors", "best.json", "last-10.safetensors", "last.json"]);
-    if (method === "simclr") {
+    if (method !== "byol") {
       const last = join(dir.path, "models", saved.find((f) => f.endsWith("last.json"))!);
       for (const kind of ["knn", "linear"]) {
         const e = await runCli(["eval", kind, "--checkpoint", last, "--no-cuda", ...(kind === "linear" ? ["--epochs", "5"] : [])]);

@@ -66,6 +66,9 @@ Deno.test("contradictions given explicitly stay one-line ConfigErrors", () => {
   const bad: [Parameters<typeof resolve>[0], RegExp][] = [
     [{ method: "byol", nceTemperature: 0.5 }, /--nce-temperature belongs to --method simclr, not byol/],
     [{ projectionSize: 128 }, /--projection-size belongs to --method byol, not simclr/],
+    [{ offDiagonalWeight: 0.01 }, /--off-diagonal-weight belongs to --method barlowtwins, not simclr/],
+    [{ method: "barlowtwins", projectorWidths: "8192-0" }, /--projector-widths must be widths joined by -, such as 8192-8192-8192, got 8192-0/],
+    [{ method: "moco" as never }, /--method must be simclr, byol or barlowtwins, got moco/],
     [{ batchSize: 100, numReplicas: 8 }, /--batch-size 100 is not divisible by --num-replicas 8/],
     [{ arch: "resnet18", representationSize: 2048 }, /--representation-size 2048 does not match resnet18's 512 features; use --representation-size 512/],
     [{ arch: "resnet18", baseWidth: 32, representationSize: 512 }, /--representation-size 512 does not match resnet18 with --base-width 32's 256 features; use --representation-size 256/],
@@ -99,6 +102,20 @@ Deno.test("--print-config prints the resolved configuration as JSON and exits 0"
   assert.deepEqual(c.sources.batchSize, "flag");
   const s = JSON.parse((await runCli(["--print-config", "--uid", "x", "--preset", "reference-simclr", "--num-replicas", "1"])).stdout);
   assert.equal(s.runName, "x_tmaimfolder_bs4096_e3000_iso224_ar50_rs2048_ns128_hls1024_nt0.1_cjs1_wd1e-06_l0.3_luscos_w10_olmom_nr1");
+});
+
+Deno.test("--method barlowtwins --print-config shows its defaults (Zbontar et al. 2021) and not the other methods' settings", async () => {
+  const r = await runCli(["train", "--print-config", "--method", "barlowtwins", "--data-dir", "/nonexistent"]);
+  assert.equal(r.code, 0, r.stderr);
+  const c = JSON.parse(r.stdout);
+  assert.equal(c.method, "barlowtwins");
+  assert.equal(c.projectorWidths, "8192-8192-8192");
+  assert.equal(c.offDiagonalWeight, 0.005);
+  assert.equal(c.lr, 0.2);
+  for (const k of ["nceSize", "nceTemperature", "projectionSize", "baseDecay", "byolLoss"]) assert.ok(!(k in c), `${k} is not shown`);
+  assert.match(c.runName, /^barlowtwins-/);
+  const simclr = JSON.parse((await runCli(["train", "--print-config", "--data-dir", "/nonexistent"])).stdout);
+  assert.ok(!("projectorWidths" in simclr) && !("offDiagonalWeight" in simclr));
 });
 
 Deno.test("--print-config rejects contradictory flags in one line with exit 1", async () => {

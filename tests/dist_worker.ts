@@ -41,6 +41,8 @@ using trainer = await Trainer.create({
   headLatentSize: 32,
   nceSize: 16,
   projectionSize: 16,
+  projectorWidths: "32-32-16",
+  offDiagonalWeight: 0.005,
   numClasses: 10,
   optimizer: "momentum",
   weightDecay: 1e-4,

@@ -313,6 +313,7 @@ const MODEL_KEYS: (keyof Config)[] = [
   "headLatentSize",
   "nceSize",
   "projectionSize",
+  "projectorWidths",
   "optimizer",
   "polyakEma",
 ];

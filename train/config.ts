@@ -56,6 +56,10 @@ export interface Config extends Launch {
   projectionSize: number;
   baseDecay: number;
   byolLoss: "paper" | "reference";
+  /** Barlow Twins only: projector widths after the backbone, `8192-8192-8192`. */
+  projectorWidths: string;
+  /** Barlow Twins only: λ, the weight of the cross-correlation's off-diagonal terms. */
+  offDiagonalWeight: number;
   weightInitialization: string | null;
   modelDir: string;
   colorJitterStrength: number;
@@ -138,6 +142,13 @@ export const METHODS = {
     lossTag: "byol-loss",
     momentumTarget: true,
   },
+  // Zbontar et al. 2021 and facebookresearch/barlowtwins (docs/METHODS.md).
+  barlowtwins: {
+    defaults: { lr: 0.2 },
+    settings: ["projectorWidths", "offDiagonalWeight"],
+    lossTag: "barlow-loss",
+    momentumTarget: false,
+  },
 } as const satisfies Record<string, MethodSpec>;
 
 export type Method = keyof typeof METHODS;
@@ -163,15 +174,15 @@ export function targetMethods(): string {
   return METHOD_NAMES.filter((m) => methodSpec(m).momentumTarget).join(", ");
 }
 
-/** The method whose own setting `key` is, if any. */
-export function ownerOf(key: string): Method | undefined {
-  return METHOD_NAMES.find((m) => (methodSpec(m).settings as string[]).includes(key));
+/** The methods whose own setting `key` is (none for a shared setting). */
+export function ownersOf(key: string): Method[] {
+  return METHOD_NAMES.filter((m) => (methodSpec(m).settings as string[]).includes(key));
 }
 
-/** `key` does not apply to `method`: it is another method's own setting. */
+/** `key` does not apply to `method`: it is only other methods' own setting. */
 export function foreignTo(method: Method, key: string): boolean {
-  const owner = ownerOf(key);
-  return owner !== undefined && owner !== method;
+  const owners = ownersOf(key);
+  return owners.length > 0 && !owners.includes(method);
 }
 
 /** A bad setting: reported as one line, never a stack trace. */

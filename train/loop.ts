@@ -201,6 +201,8 @@ export async function train(cfg: Config, log: (line: string) => void = console.l
     nceTemperature: cfg.nceTemperature,
     projectionSize: cfg.projectionSize,
     byolLoss: cfg.byolLoss,
+    projectorWidths: cfg.projectorWidths,
+    offDiagonalWeight: cfg.offDiagonalWeight,
     // Without labels every sample has label 0 and the probe one output: its
     // cross-entropy is exactly 0 and it learns nothing (the probe is off).
     numClasses: Math.max(1, classes.length),

@@ -71,6 +71,8 @@ const SELFSUP_ARGS: [key: keyof Config, omitted: unknown][] = [
   ["smallStem", false],
   ["baseWidth", 64],
   ["byolLoss", "paper"],
+  ["projectorWidths", undefined],
+  ["offDiagonalWeight", undefined],
   ["blurProb", [0.5, 0.5]],
   ["solarizeProb", [0, 0]],
   // fp16 is named by the reference's `half` (h1), so only bf16 adds `pbf16`.

@@ -1,7 +1,7 @@
 //! Entry points for the parity tests against PyTorch: each reads tensors
 //! from a safetensors file, runs one piece of selfsup on them, and writes
 //! the results to another, so a Python script can compare.
-use crate::losses::{byol_loss, nt_xent, Gathered, LossNorm};
+use crate::losses::{barlow_twins, byol_loss, nt_xent, Gathered, LossNorm};
 use crate::nn::init::Init;
 use crate::nn::resnet::ResNet;
 use crate::optim::{self, Param};
@@ -31,6 +31,8 @@ enum LossSpec {
     NtXent { temperature: f64, offset: Option<i64> },
     /// p1, p2, z1t, z2t.
     Byol { norm: String },
+    /// z1, z2: the whole batch.
+    BarlowTwins { lambd: f64 },
 }
 
 /// A loss and its gradients with respect to every input.
@@ -58,6 +60,10 @@ pub fn loss(spec: &str, input: &Path, output: &Path) -> Result<()> {
             };
             let (p1, p2, z1, z2) = (leaf("p1")?, leaf("p2")?, leaf("z1t")?, leaf("z2t")?);
             (byol_loss(&p1, &p2, &z1, &z2, norm)?, vec![("p1", p1), ("p2", p2), ("z1t", z1), ("z2t", z2)])
+        }
+        LossSpec::BarlowTwins { lambd } => {
+            let (z1, z2) = (leaf("z1")?, leaf("z2")?);
+            (barlow_twins(&z1, &z2, lambd)?, vec![("z1", z1), ("z2", z2)])
         }
     };
     value.f_backward()?;
@@ -184,10 +190,11 @@ pub fn check_amp_policy(device: Device, precision: &str) -> Result<Tensor> {
         Ok(())
     };
     let mut last = Tensor::f_zeros([], (Kind::Float, Device::Cpu))?;
-    for method in ["simclr", "byol"] {
+    for method in ["simclr", "byol", "barlowtwins"] {
         let cfg: ModelConfig = serde_json::from_value(serde_json::json!({
             "method": method, "arch": "resnet18", "representationSize": 512, "headLatentSize": 32,
-            "nceSize": 16, "projectionSize": 16, "numClasses": 4, "optimizer": "lars_momentum",
+            "nceSize": 16, "projectionSize": 16, "projectorWidths": "32-32-16", "offDiagonalWeight": 0.005,
+            "numClasses": 4, "optimizer": "lars_momentum",
             "weightDecay": 1e-4, "seed": 1, "precision": precision,
         }))?;
         let mut m = Model::new(cfg, device)?;

@@ -7,7 +7,7 @@ use crate::losses::{l2_normalize, topk_percent};
 use crate::nn::init::Init;
 use crate::nn::layers::Linear;
 use crate::optim::{self, Param};
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -66,7 +66,7 @@ pub fn linear_probe(train: &FeatureSet, test: &FeatureSet, classes: i64, p: &Lin
     let vs = VarStore::new(dev);
     let mut init = Init::new(p.seed, dev);
     let fc = Linear::new(&vs.root(), &mut init, xtr.size()[1], classes)?;
-    let mut params = vec![Param::new("weight".into(), fc.weight.shallow_clone()), Param::new("bias".into(), fc.bias.shallow_clone())];
+    let mut params = vec![Param::new("weight".into(), fc.weight.shallow_clone()), Param::new("bias".into(), fc.bias.as_ref().context("the linear classifier has a bias")?.shallow_clone())];
     let mut opt = optim::parse("momentum", p.weight_decay)?;
     let n = xtr.size()[0] as usize;
     let steps_per_epoch = n.div_ceil(p.batch_size.max(1));

@@ -1,4 +1,5 @@
-//! The self-supervised losses (NT-Xent, BYOL's regression) and the
+//! The self-supervised losses (NT-Xent, BYOL's regression, Barlow Twins')
+//! and the
 //! probe's top-k accuracy. Under mixed precision each runs in fp32,
 //! autocast suspended (amp.rs).
 use crate::amp::{full, Autocast};
@@ -113,3 +114,29 @@ pub fn byol_loss(p1: &Tensor, p2: &Tensor, z1t: &Tensor, z2t: &Tensor, norm: Los
     Ok(regression_loss(p1, &z2t.f_detach()?, norm)? + regression_loss(p2, &z1t.f_detach()?, norm)?)
 }
 
+
+/// Each column standardised over the batch, as BatchNorm1d(affine=False)
+/// in training mode: biased variance, ε = 1e-5.
+fn batch_standardise(z: &Tensor) -> Result<Tensor> {
+    let centred = z - z.f_mean_dim(0, true, z.kind())?;
+    let var = centred.f_pow_tensor_scalar(2)?.f_mean_dim(0, true, z.kind())?;
+    Ok(centred * var.f_add_scalar(crate::nn::layers::BN_EPS)?.f_rsqrt()?)
+}
+
+/// Barlow Twins' redundancy-reduction loss (Zbontar et al. 2021, eq. 1 and
+/// Algorithm 1, in the authors' code's form: docs/METHODS.md): c is the
+/// cross-correlation of the batch-standardised embeddings of the two views,
+/// loss = Σᵢ (1 − cᵢᵢ)² + λ·Σᵢ≠ⱼ cᵢⱼ². `z1`, `z2` are the whole (global)
+/// batch: with several replicas, the gathered embeddings, so the loss and
+/// its gradient are the single-process ones.
+pub fn barlow_twins(z1: &Tensor, z2: &Tensor, lambda: f64) -> Result<Tensor> {
+    let _fp32 = Autocast::suspend(z1.device())?;
+    let (z1, z2) = (full(z1)?, full(z2)?);
+    let (n, d) = (z1.size()[0], z1.size()[1]);
+    let c = batch_standardise(&z1)?.f_transpose(0, 1)?.f_matmul(&batch_standardise(&z2)?)?.f_div_scalar(n as f64)?;
+    crate::amp::trace("cross_correlation", &c);
+    let eye = Tensor::f_eye(d, (z1.kind(), z1.device()))?;
+    let on_diag = (c.f_diagonal(0, 0, 1)? - 1.0).f_pow_tensor_scalar(2)?.f_sum(z1.kind())?;
+    let off_diag = (c.f_pow_tensor_scalar(2)? * (eye.f_neg()? + 1.0)).f_sum(z1.kind())?;
+    Ok(on_diag + off_diag * lambda)
+}

@@ -37,6 +37,12 @@ pub struct ModelConfig {
     pub projection_size: i64,
     #[serde(default = "paper")]
     pub byol_loss: String,
+    /// Barlow Twins: projector widths (`8192-8192-8192`) and λ, the weight
+    /// of the off-diagonal terms; the front end always sends them.
+    #[serde(default)]
+    pub projector_widths: Option<String>,
+    #[serde(default)]
+    pub off_diagonal_weight: Option<f64>,
     pub num_classes: i64,
     pub optimizer: String,
     pub weight_decay: f64,

@@ -1,4 +1,5 @@
-//! BYOL's target network, the Polyak average and the init schemes.
+//! BYOL's target network, Barlow Twins' projector, the Polyak average
+//! and the init schemes.
 use selfsup_native::model::{Model, ModelConfig};
 use selfsup_native::nn::init::{Init, Scheme};
 use tch::{Device, Kind, Tensor};
@@ -6,7 +7,8 @@ use tch::{Device, Kind, Tensor};
 fn config(method: &str) -> ModelConfig {
     serde_json::from_value(serde_json::json!({
         "method": method, "arch": "resnet18", "representationSize": 512, "headLatentSize": 32,
-        "nceSize": 16, "projectionSize": 16, "numClasses": 3, "optimizer": "momentum",
+        "nceSize": 16, "projectionSize": 16, "projectorWidths": "24-24-8", "offDiagonalWeight": 0.005,
+        "numClasses": 3, "optimizer": "momentum",
         "weightDecay": 0.0, "seed": 4, "polyakEma": 0.5
     }))
     .unwrap()
@@ -94,4 +96,27 @@ fn init_schemes_have_torch_nn_init_statistics() {
     let w = init.scheme(Scheme::Orthogonal, &[64, 32, 3, 3]).unwrap().view([64, -1]);
     assert!(w.matmul(&w.tr()).allclose(&Tensor::eye(64, (Kind::Float, Device::Cpu)), 1e-4, 1e-5, false));
     assert!(Scheme::parse("he").is_err());
+}
+
+#[test]
+fn barlow_twins_has_a_bias_free_projector_as_the_authors_and_no_target() {
+    let mut m = Model::new(config("barlowtwins"), Device::Cpu).unwrap();
+    let vars = m.vs.variables();
+    for (name, shape) in [("head.0.weight", vec![24, 512]), ("head.1.weight", vec![24]), ("head.3.weight", vec![24, 24]), ("head.6.weight", vec![8, 24])] {
+        assert_eq!(vars[name].size(), shape, "{name}");
+    }
+    for name in ["head.0.bias", "head.3.bias", "head.6.bias", "head.7.weight"] {
+        assert!(!vars.contains_key(name), "{name} should not exist");
+    }
+    assert!(!vars.keys().any(|n| n.starts_with("target.")), "no momentum target");
+    assert!(m.features(&batch().0, "target").is_err(), "--weights target is refused");
+    let (v1, v2, labels) = batch();
+    let metrics = m.train_losses(&v1, &v2, &labels).unwrap();
+    let ssl = metrics.ssl_loss.double_value(&[]);
+    // Σ(1 − c_ii)² over 8 features: between 0 and 8·4 for correlations in [−1, 1], plus λ·off-diagonal.
+    assert!(ssl.is_finite() && ssl > 0.0, "{ssl}");
+    m.backward(&metrics).unwrap();
+    let before = var(&m, "head.6.weight");
+    m.update(0.1, 0.0).unwrap();
+    assert!(var(&m, "head.6.weight").not_equal_tensor(&before).any().int64_value(&[]) == 1, "the projector is trained");
 }

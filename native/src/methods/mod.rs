@@ -3,6 +3,7 @@
 //! name (docs/DESIGN.md, "Adding a method"). What every method shares —
 //! the optimizer, the online linear probe, the Polyak average, mixed
 //! precision, checkpoints — is the [`crate::model::Model`] around it.
+pub mod barlow_twins;
 pub mod byol;
 pub mod simclr;
 
@@ -53,6 +54,7 @@ pub fn build(root: &Path, init: &mut Init, cfg: &ModelConfig, features: i64) -> 
     Ok(match cfg.method.as_str() {
         "simclr" => Box::new(simclr::SimClr::new(root, init, cfg, features)?),
         "byol" => Box::new(byol::Byol::new(root, init, cfg, features)?),
-        m => bail!("unknown --method {m:?}; choose simclr or byol"),
+        "barlowtwins" => Box::new(barlow_twins::BarlowTwins::new(root, init, cfg, features)?),
+        m => bail!("unknown --method {m:?}; choose simclr, byol or barlowtwins"),
     })
 }

@@ -1,4 +1,4 @@
-//! The MLP heads of both methods, named as the reference's nn.Sequential
+//! The MLP heads of the methods, named as the reference's nn.Sequential
 //! (indices 0, 1, 3, 4): Linear(in→hidden) · BatchNorm1d · ReLU ·
 //! Linear(hidden→out) [· BatchNorm1d].
 //!
@@ -6,7 +6,7 @@
 //! - BYOL's projector and predictor end with the Linear.
 use super::init::Init;
 use super::layers::{relu, BatchNorm, Linear};
-use anyhow::Result;
+use anyhow::{Context, Result};
 use tch::{nn::Path, Tensor};
 
 pub struct Mlp {
@@ -34,4 +34,49 @@ impl Mlp {
             None => Ok(y),
         }
     }
+}
+
+/// The deeper projector of Barlow Twins (the authors' `projector`) and
+/// VICReg (its "expander"): (Linear · BatchNorm1d · ReLU) for each hidden
+/// width, then a Linear without bias, named as their nn.Sequential
+/// (indices 0, 1, 3, 4, 6, …). `hidden_bias`: the hidden Linears have a
+/// bias (VICReg) or not (Barlow Twins).
+pub struct Projector {
+    hidden: Vec<(Linear, BatchNorm)>,
+    last: Linear,
+}
+
+impl Projector {
+    /// `sizes` are the widths after the input: `[8192, 8192, 8192]` for
+    /// the papers' 8192-8192-8192.
+    pub fn new(p: &Path, init: &mut Init, input: i64, sizes: &[i64], hidden_bias: bool) -> Result<Self> {
+        let (&out, hidden) = sizes.split_last().context("a projector needs at least one layer")?;
+        let mut layers = Vec::new();
+        let mut width = input;
+        for (i, &h) in hidden.iter().enumerate() {
+            let fc = Linear::with_bias(&(p / (3 * i)), init, width, h, hidden_bias)?;
+            layers.push((fc, BatchNorm::new(&(p / (3 * i + 1)), init, h)?));
+            width = h;
+        }
+        let last = Linear::with_bias(&(p / (3 * hidden.len())), init, width, out, false)?;
+        Ok(Projector { hidden: layers, last })
+    }
+
+    pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let mut y = x.shallow_clone();
+        for (fc, bn) in &self.hidden {
+            y = relu(&bn.forward(&fc.forward(&y)?, train)?)?;
+        }
+        self.last.forward(&y)
+    }
+}
+
+/// Widths from a projector spec as the authors' flags write it,
+/// `8192-8192-8192`; `flag` names it in the error.
+pub fn parse_sizes(spec: &str, flag: &str) -> Result<Vec<i64>> {
+    let sizes: Vec<i64> = spec.split('-').map(|s| s.trim().parse::<i64>()).collect::<Result<_, _>>().ok().unwrap_or_default();
+    if sizes.is_empty() || sizes.iter().any(|&s| s < 1) {
+        anyhow::bail!("{flag} {spec:?} is not a list of widths such as 8192-8192-8192");
+    }
+    Ok(sizes)
 }

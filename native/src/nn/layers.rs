@@ -86,19 +86,24 @@ impl BatchNorm {
 /// (kaiming_uniform_ with a = √5 reduces to that bound).
 pub struct Linear {
     pub weight: Tensor,
-    pub bias: Tensor,
+    /// None for nn.Linear(bias=False).
+    pub bias: Option<Tensor>,
 }
 
 impl Linear {
     pub fn new(p: &Path, init: &mut Init, fan_in: i64, fan_out: i64) -> Result<Self> {
+        Self::with_bias(p, init, fan_in, fan_out, true)
+    }
+
+    pub fn with_bias(p: &Path, init: &mut Init, fan_in: i64, fan_out: i64, bias: bool) -> Result<Self> {
         let bound = 1.0 / (fan_in as f64).sqrt();
-        let weight = init.uniform(&[fan_out, fan_in], bound)?;
-        let bias = init.uniform(&[fan_out], bound)?;
-        Ok(Linear { weight: p.add("weight", weight, true), bias: p.add("bias", bias, true) })
+        let weight = p.add("weight", init.uniform(&[fan_out, fan_in], bound)?, true);
+        let bias = if bias { Some(p.add("bias", init.uniform(&[fan_out], bound)?, true)) } else { None };
+        Ok(Linear { weight, bias })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = x.f_linear(&self.weight, Some(&self.bias))?;
+        let y = x.f_linear(&self.weight, self.bias.as_ref())?;
         crate::amp::trace("linear", &y);
         Ok(y)
     }
