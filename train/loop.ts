@@ -157,9 +157,13 @@ export async function train(cfg: Config, log: (line: string) => void = console.l
   const layout = opts.layout ?? dataLayout(cfg.dataDir);
   const classes = layout.labelled ? layout.train.classes : [];
   const last = sidecarPath(cfg.modelDir, cfg.runName, "last");
-  if (found && finished(found, cfg)) {
-    return { epochs: [], checkpoint: found.path, stopped: false, classes, runName: cfg.runName, last: found.side.result ?? null, alreadyFinished: true };
-  }
+  // A finished run trains nothing. Several replicas first meet and check
+  // that they share the checkpoint (below): a rank that looks in another
+  // --model-dir must fail with the others, not wait for them alone.
+  const finishedRun: RunResult | null = found && finished(found, cfg)
+    ? { epochs: [], checkpoint: found.path, stopped: false, classes, runName: cfg.runName, last: found.side.result ?? null, alreadyFinished: true }
+    : null;
+  if (finishedRun && cfg.worldSize === 1) return finishedRun;
   if (cfg.knnMonitor > 0) requireLabels(layout, "--knn-monitor");
   for (const line of layoutLines(layout)) log(line);
   const best = bestBy(layout);
@@ -260,6 +264,7 @@ export async function train(cfg: Config, log: (line: string) => void = console.l
       );
     }
   }
+  if (finishedRun) return finishedRun;
   if (found && resumed) log(continuingLine(found, cfg));
   const saver = new BestSaver(cfg.epochs, cfg.earlyStop, pos.bestLoss, pos.sinceBest);
   let result: EpochResult | null = side?.result ?? null;
