@@ -149,7 +149,7 @@ part_demo() {
       --model-dir "$W/demo-models" --log-dir "$W/demo-runs" --no-resume >"$L/demo-$p.log" 2>&1
     r=$?
     tail -n 4 "$L/demo-$p.log"
-    top1=$(sed -n 's/.*online linear classifier: top-1 \([0-9.]*\) %.*/\1/p' "$L/demo-$p.log" | tail -n 1)
+    top1=$(sed -n 's/.*online linear classifier after epoch [0-9]*: top-1 \([0-9.]*\) %.*/\1/p' "$L/demo-$p.log" | tail -n 1)
     [ $r = 0 ] || rc=1
     summary="$summary${summary:+, }$p ${top1:-failed} % in $(($(date +%s) - t0)) s"
   done

@@ -53,7 +53,7 @@ Deno.test({
     assert.equal(r.code, 0, r.stderr);
     assert.match(
       r.name,
-      /^tiny_tmaimfolder_bs32_e2_iso32_ar18_rs512_ns128_hls32_nt0\.1_cjs1_wd1e-06_l0\.05_luscos_w1_omom_nr1_s3$/,
+      /^tiny_tmaimfolder_bs32_e2_iso32_ar18_rs512_ns128_hls32_nt0\.1_cjs1_wd1e-06_l0\.05_luscos_w1_omom_nr1_s3_nc1$/,
     );
     const runDir = join(dir.path, "runs", r.name);
     assert.deepEqual([...Deno.readDirSync(join(dir.path, "runs"))].map((e) => e.name), [r.name]);

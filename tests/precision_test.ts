@@ -32,11 +32,12 @@ Deno.test("--half is --precision fp16; contradictions and unknown precisions are
     () => resolve({ ...one, precision: "fp8" as "fp16" }),
     /--precision must be fp32, fp16 or bf16, got fp8/,
   );
-  // The reference names --half runs with h1; bf16 is selfsup's own (pbf16).
-  assert.match(runName(resolve({ ...one, half: true })), /_h1$/);
-  assert.equal(runName(resolve({ ...one, precision: "fp16" })), runName(resolve({ ...one, half: true })));
-  assert.match(runName(resolve({ ...one, precision: "bf16" })), /_pbf16$/);
-  assert.doesNotMatch(runName(resolve(one)), /_h1|_p(fp|bf)/);
+  // With --uid a run is named as the reference does: --half runs with h1; bf16 is selfsup's own (pbf16).
+  const named = { ...one, uid: "p" };
+  assert.match(runName(resolve({ ...named, half: true })), /_h1$/);
+  assert.equal(runName(resolve({ ...named, precision: "fp16" })), runName(resolve({ ...named, half: true })));
+  assert.match(runName(resolve({ ...named, precision: "bf16" })), /_pbf16$/);
+  assert.doesNotMatch(runName(resolve(named)), /_h1|_p(fp|bf)/);
 });
 
 Deno.test("metrics are read back every step on the CPU, every 16 on CUDA, or as SELFSUP_METRICS_EVERY says", () => {
@@ -157,7 +158,8 @@ Deno.test({
   ignore: skipReason("--precision fp16 without a GPU", cuda ? "this machine has a GPU" : null),
   async fn() {
     using dir = tempDir();
-    const r = await cli(["train", "--half", "--num-replicas", "1", "--data-dir", join(dir.path, "none")]);
+    await writeDemoDataset(join(dir.path, "data"), { seed: 1, trainPerClass: 2, testPerClass: 1, size: 16 });
+    const r = await cli(["train", "--half", "--num-replicas", "1", "--data-dir", join(dir.path, "data"), "--model-dir", join(dir.path, "m")]);
     assert.equal(r.code, 1);
     assert.equal(r.stderr.trim().split("\n").length, 1, r.stderr);
     assert.match(r.stderr, /--precision fp16 \(--half\) needs a GPU/);

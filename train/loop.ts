@@ -155,8 +155,16 @@ export async function train(cfg: Config, log: (line: string) => void = console.l
   const layout = opts.layout ?? dataLayout(cfg.dataDir);
   const classes = layout.labelled ? layout.train.classes : [];
   const last = sidecarPath(cfg.modelDir, cfg.runName, "last");
-  if (found && finished(found, cfg)) {
-    return { epochs: [], checkpoint: found.path, stopped: false, classes, runName: cfg.runName, last: found.side.result ?? null, alreadyFinished: true };
+  // A finished run trains nothing. Several replicas first meet and check
+  // that they share the checkpoint (below): a rank that looks in another
+  // --model-dir must fail with the others, not wait for them alone.
+  const finishedRun: RunResult | null = found && finished(found, cfg)
+    ? { epochs: [], checkpoint: found.path, stopped: false, classes, runName: cfg.runName, last: found.side.result ?? null, alreadyFinished: true }
+    : null;
+  if (finishedRun && cfg.worldSize === 1) {
+    // It still clears what killed writers left, under its lock.
+    using _lock = await lockRun(cfg, null, log);
+    return finishedRun;
   }
   if (cfg.knnMonitor > 0) requireLabels(layout, "--knn-monitor");
   for (const line of layoutLines(layout)) log(line);
@@ -231,10 +239,6 @@ export async function train(cfg: Config, log: (line: string) => void = console.l
     log(`replica ${cfg.rank} of ${cfg.worldSize} (${cfg.launchedBy}), rendezvous ${cfg.master}:${cfg.port}, ${cfg.batchSizePerReplica} images per step each`);
   }
   using lock = await lockRun(cfg, trainer, log);
-  if (lock) {
-    const removed = removeLeftovers(cfg.modelDir, cfg.runName);
-    if (removed.length > 0) log(`removed what interrupted saves left in ${cfg.modelDir}: ${removed.join(", ")}`);
-  }
   // Read again under the lock: another process may have saved since findCheckpoint.
   const side = found ? readSidecar(found.path) : null;
   const why = side && contradiction(cfg, side.config);
@@ -260,6 +264,7 @@ export async function train(cfg: Config, log: (line: string) => void = console.l
       );
     }
   }
+  if (finishedRun) return finishedRun;
   if (found && resumed) log(continuingLine(found, cfg));
   const saver = new BestSaver(cfg.epochs, cfg.earlyStop, pos.bestLoss, pos.sinceBest);
   let result: EpochResult | null = side?.result ?? null;
@@ -296,7 +301,7 @@ export async function train(cfg: Config, log: (line: string) => void = console.l
   const termRank = Deno.env.has("SELFSUP_SIGTERM_RANK") ? Number(Deno.env.get("SELFSUP_SIGTERM_RANK")) : null;
   // Steps run whose metrics are still on the device: their step, batch and learning rate.
   const every = metricsEvery(cuda);
-  let pending: { step: number; batch: number; lr: number }[] = [];
+  const pending: { step: number; batch: number; lr: number }[] = [];
   // Testing the non-finite stop: a NaN into a variable (SELFSUP_POISON_VAR,
   // default the first parameter) after this many steps, on one rank or all.
   const poison = Number(Deno.env.get("SELFSUP_POISON_AFTER_STEPS") ?? "0");
@@ -461,11 +466,12 @@ async function knnMonitor(
 }
 
 /**
- * Takes the run's lock on rank 0 (train/runlock.ts); with several
- * replicas, every rank learns whether it got it, so that a second copy
- * stops on all ranks with rank 0's one-line reason.
+ * Takes the run's lock on rank 0 (train/runlock.ts) and clears what
+ * interrupted saves left; with several replicas (`trainer` given), every
+ * rank learns whether it got it, so that a second copy stops on all ranks
+ * with rank 0's one-line reason.
  */
-async function lockRun(cfg: Config, trainer: Trainer, log: (line: string) => void): Promise<RunLock | null> {
+async function lockRun(cfg: Config, trainer: Trainer | null, log: (line: string) => void): Promise<RunLock | null> {
   let lock: RunLock | null = null;
   let refused: unknown = null;
   if (cfg.rank === 0) {
@@ -475,12 +481,15 @@ async function lockRun(cfg: Config, trainer: Trainer, log: (line: string) => voi
       refused = e;
     }
   }
-  if (cfg.worldSize > 1 && (await trainer.allReduce([refused ? 1 : 0], "max"))[0] > 0 && !refused) {
+  if (trainer && cfg.worldSize > 1 && (await trainer.allReduce([refused ? 1 : 0], "max"))[0] > 0 && !refused) {
     throw new Error(`rank 0 could not take the lock of run ${cfg.runName} (its error says why)`);
   }
   if (refused) {
     lock?.release();
     throw refused;
   }
+  // The holder clears what interrupted saves of this run left.
+  const removed = lock ? removeLeftovers(cfg.modelDir, cfg.runName) : [];
+  if (removed.length > 0) log(`removed what interrupted saves left in ${cfg.modelDir}: ${removed.join(", ")}`);
   return lock;
 }
