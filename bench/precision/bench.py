@@ -1,12 +1,12 @@
 """Mixed precision against fp32 and against PyTorch's autocast, on the demo
 recipe: selfsup (`selfsup train` with the demo's settings) and the PyTorch
-script of the same recipe (bench/accuracy/reference.py, bf16 under
-torch.autocast), SimCLR and BYOL, each precision, several seeds; one table
+script of the same recipe (bench/accuracy/reference.py: bf16 under
+torch.autocast, fp16 with torch.amp.GradScaler too), SimCLR and BYOL, each precision, several seeds; one table
 of the online linear classifier's test top-1 (mean ± std over seeds) and
 wall time per run.
 
   . .cache/env.sh && $SELFSUP_PYTHON -u bench/precision/bench.py                  # CPU: fp32, bf16; seeds 0,1,2
-  . .cache/env.sh && $SELFSUP_PYTHON -u bench/precision/bench.py --device cuda    # GPU: fp32, bf16
+  . .cache/env.sh && $SELFSUP_PYTHON -u bench/precision/bench.py --device cuda --precisions fp32,bf16,fp16   # GPU
 
 Runs go one at a time, so each wall time is its own; each finished run is
 kept in --out (default .cache/precision/<device>-<stem>-w<width>-e<epochs>)
@@ -60,7 +60,7 @@ def commands(a, impl, method, precision, seed, out):
         ])
     return reference_cmd([
         "pretrain", "--method", method, "--data", a.data, "--out", out, "--size", str(r["size"]),
-        "--workers", str(a.workers), "--device", a.device, *(["--small-stem"] if a.stem == "small" else []), *flat,
+        "--workers", str(a.workers), "--device", a.device, "--channels-last", *(["--small-stem"] if a.stem == "small" else []), *flat,
     ])
 
 
@@ -116,8 +116,6 @@ def main():
     precisions = a.precisions.split(",")
     if a.device == "cpu" and "fp16" in precisions:
         sys.exit("bench/precision: fp16 is for GPUs (selfsup refuses it on the CPU); use --precisions fp32,bf16")
-    if "fp16" in precisions and "pytorch" in a.impls:
-        sys.exit("bench/precision: reference.py has no fp16 (GradScaler) mode; use --impls selfsup for the fp16 rows")
     if a.device == "cuda" and subprocess.run([sys.executable, "-c", "import torch; assert torch.cuda.is_available()"]).returncode:
         sys.exit("bench/precision: --device cuda, but torch sees no GPU; use --device cpu")
     if not os.path.isdir(os.path.join(a.data, "train")):
