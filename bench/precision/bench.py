@@ -40,7 +40,7 @@ RECIPE = {"size": 32, "batch_size": 128, "epochs": 12, "warmup": 1, "lr": 0.05, 
 
 def commands(a, impl, method, precision, seed, out):
     """The run's command line (selfsup or reference.py, the same numbers)."""
-    r = dict(RECIPE, epochs=a.epochs)
+    r = dict(RECIPE, epochs=a.epochs, **a.recipe)
     common = {"--batch-size": r["batch_size"], "--epochs": r["epochs"], "--warmup": r["warmup"], "--lr": r["lr"],
               "--weight-decay": r["weight_decay"], "--head-latent-size": r["head_latent_size"],
               "--color-jitter-strength": r["color_jitter_strength"], "--blur-prob": r["blur_prob"], "--seed": seed,
@@ -83,7 +83,8 @@ def fmt(values):
 def table(a, results, methods, precisions, seeds):
     cell = lambda i, m, pr, f: [results[k][f] for k in (f"{i}/{m}/{pr}/{s}" for s in seeds) if k in results]
     secs = lambda v: f"{statistics.mean(v):.0f}" if v else "—"
-    print(f"\ndemo recipe, {a.epochs} epochs, ResNet-18 width {a.base_width}, {a.stem} stem, 32 px, batch 128, on {a.device}: "
+    changed = "".join(f", {k} {v}" for k, v in a.recipe.items())
+    print(f"\ndemo recipe{changed}, {a.epochs} epochs, ResNet-18 width {a.base_width}, {a.stem} stem, 32 px, batch 128, on {a.device}: "
           f"online linear classifier test top-1 %, mean ± std over seeds {','.join(map(str, seeds))}; seconds per run")
     print(f"{'method':<8}{'precision':<11}{'selfsup':>14}{'PyTorch':>14}{'selfsup s':>11}{'PyTorch s':>11}")
     for m in methods:
@@ -108,10 +109,19 @@ def main():
                    help="small: the demo's 3x3 stem; torchvision: 7x7/2 and max-pool (the old demo, ~8x cheaper at 32 px)")
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="intra-op threads per run")
     p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help=f"change a recipe setting ({', '.join(k for k in RECIPE if k != 'epochs')}), e.g. nce_temperature=0.5")
     p.add_argument("--out")
     a = p.parse_args()
+    a.recipe = {}
+    for kv in a.set:
+        k, _, v = kv.partition("=")
+        if k not in RECIPE or k == "epochs" or not v:
+            sys.exit(f"bench/precision: --set {kv}: expected KEY=VALUE with KEY one of {', '.join(k for k in RECIPE if k != 'epochs')}")
+        a.recipe[k] = type(RECIPE[k])(v)
+    tag = "".join(f"-{k}{v}" for k, v in sorted(a.recipe.items()))
     a.data = os.path.abspath(a.data)
-    a.out = os.path.abspath(a.out or os.path.join(ROOT, ".cache", "precision", f"{a.device}-{a.stem}-w{a.base_width}-e{a.epochs}"))
+    a.out = os.path.abspath(a.out or os.path.join(ROOT, ".cache", "precision", f"{a.device}-{a.stem}-w{a.base_width}-e{a.epochs}{tag}"))
     os.makedirs(a.out, exist_ok=True)
     precisions = a.precisions.split(",")
     if a.device == "cpu" and "fp16" in precisions:
