@@ -112,7 +112,7 @@ def param_stats(native_path, strength):
     out.update({"ks_" + k: ks(mine[k], theirs[k]) for k in ("b", "c", "s", "h", "sigma")})
     out["critical"] = 1.949 * math.sqrt(2 / n)  # alpha = 0.001
     freq = lambda orders: {p: orders.count(p) / n for p in set(orders)}
-    fo, ft = freq([permutation(int(k)) for k in ours[:, ORDER]]), freq([r[6] for r in rows])
+    fo, ft = freq([tuple(permutation(int(k))) for k in ours[:, ORDER]]), freq([r[6] for r in rows])
     out["orders"] = [len(fo), len(ft)]
     out["order_gap"] = max(abs(fo.get(p, 0) - ft.get(p, 0)) for p in set(fo) | set(ft))
     print(json.dumps(out))
