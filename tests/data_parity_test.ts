@@ -93,7 +93,9 @@ Deno.test({
         const [ours, theirs] = s[`rate_${k}`];
         assert.ok(Math.abs(ours - theirs) < 0.02, `${k} rate ${ours} vs torchvision ${theirs}; ${what}`);
       }
-      for (const k of ["b", "c", "s", "h", "sigma"]) assert.ok(s[`ks_${k}`] < s.critical, `${k}: KS ${s[`ks_${k}`]}; ${what}`);
+      for (const k of ["b", "c", "s", "h", "sigma"]) {
+        assert.ok(s[`ks_${k}`] < s.critical, `${k}: KS ${s[`ks_${k}`]}; ${what}`);
+      }
       assert.deepEqual(s.orders, [24, 24], what);
       assert.ok(s.order_gap < 0.01, `op orders: largest frequency gap ${s.order_gap}; ${what}`);
     }
