@@ -1,9 +1,9 @@
 """Mixed precision against fp32 and against PyTorch's autocast, on the demo
 recipe: selfsup (`selfsup train` with the demo's settings) and the PyTorch
 script of the same recipe (bench/accuracy/reference.py: bf16 under
-torch.autocast, fp16 with torch.amp.GradScaler too), SimCLR and BYOL, each precision, several seeds; one table
-of the online linear classifier's test top-1 (mean ± std over seeds) and
-wall time per run.
+torch.autocast, fp16 with torch.amp.GradScaler too), SimCLR and BYOL,
+each precision, several seeds; one table of the online linear
+classifier's test top-1 (mean ± std over seeds) and wall time per run.
 
   . .cache/env.sh && $SELFSUP_PYTHON -u bench/precision/bench.py                  # CPU: fp32, bf16; seeds 0,1,2
   . .cache/env.sh && $SELFSUP_PYTHON -u bench/precision/bench.py --device cuda --precisions fp32,bf16,fp16   # GPU
@@ -12,8 +12,8 @@ Runs go one at a time, so each wall time is its own; each finished run is
 kept in --out (default .cache/precision/<device>-<stem>-w<width>-e<epochs>)
 and not redone when the bench starts again, so an interrupted table
 resumes. --seeds, --methods, --impls, --precisions, --epochs, --stem and
---base-width pick a part or a cheaper variant of the table (the table's
-title says which).
+--base-width pick a part or a cheaper variant of the table, --set KEY=VALUE
+changes a recipe setting (the table's title says which).
 """
 import argparse
 import os
