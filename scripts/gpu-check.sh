@@ -124,7 +124,7 @@ import json, re, sys
 demo, train = (json.load(open(p)) for p in sys.argv[1:3])
 # Derived or per-run settings, and the preset's CPU choice.
 skip = {"runName", "batchSizePerReplica", "worldSize", "rank", "localRank", "localWorldSize", "master", "port",
-        "launchedBy", "noCuda", "uid", "dataDir", "modelDir", "logDir"}
+        "launchedBy", "noCuda", "uid", "dataDir", "modelDir", "logDir", "sources"}
 flags = []
 for k, v in demo.items():
     if k in skip or train.get(k) == v or v is None or v is False:
@@ -141,7 +141,7 @@ part_demo() {
   [ -d "$data/train" ] || ./selfsup data demo "$data" >/dev/null || return 1
   if [ "$GPU" = 1 ]; then precisions="fp32 bf16 fp16"; extra=; else
     precisions=fp32
-    extra="--epochs 1"
+    extra="--epochs 1 --warmup 0"
     echo "no GPU: fp32 only, 1 epoch (fp16 needs a GPU; bf16 on 2 CPU cores is not what this checks)"
   fi
   echo "recipe: $flags $extra"
