@@ -295,14 +295,10 @@ export function resolveLayers(layers: Layer[], env: Env = {}, facts: Facts = {})
     distributedMaster: launch.master,
     distributedPort: launch.port,
   });
-  // A preset's warm-up shrinks to fit the --epochs given above it (`demo
-  // --epochs 1`); a warm-up given as a flag or in a file stays a
-  // contradiction (checked below).
-  const warmupFrom = layers.find((l) => l.settings.warmup !== undefined);
-  if (warmupFrom?.kind === "preset" && Number.isInteger(s.epochs) && s.epochs > 0 && s.warmup >= s.epochs) {
-    s.warmup = Math.floor(s.epochs / 10);
-    sources.warmup = `${warmupFrom.source}, cut to 10 % of --epochs ${s.epochs}`;
-  }
+  // A preset's warm-up that leaves no room in the --epochs given above it
+  // (`demo --epochs 1`) gives way to the default that follows --epochs; a
+  // warm-up given as a flag or in a file stays a contradiction (checked below).
+  if (layers.find((l) => l.settings.warmup !== undefined)?.kind === "preset" && s.warmup >= s.epochs) delete sources.warmup;
   followingDefaults(s, sources, facts);
   // --half is the reference's spelling of --precision fp16.
   if (s.half && s.precision !== "fp16") {
