@@ -205,6 +205,10 @@ export function resolveLayers(layers: Layer[], env: Env = {}, facts: Facts = {})
     distributedMaster: launch.master,
     distributedPort: launch.port,
   });
+  // A preset's warm-up that leaves no room in the --epochs given above it
+  // (`demo --epochs 1`) gives way to the default that follows --epochs; a
+  // warm-up given as a flag or in a file stays a contradiction (checked below).
+  if (layers.find((l) => l.settings.warmup !== undefined)?.kind === "preset" && s.warmup >= s.epochs) delete sources.warmup;
   followingDefaults(s, sources, facts);
   // --half is the reference's spelling of --precision fp16.
   if (s.half && s.precision !== "fp16") {

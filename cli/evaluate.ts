@@ -7,40 +7,20 @@
  * @module
  */
 import { type Command, Option } from "commander";
-import { basename, dirname, join } from "node:path";
+import { dirname, join } from "node:path";
 import { ARCHS, type Config, ConfigError, featureSize, resolve } from "./config.ts";
 import { dataLayout, loaderFolder, requireLabels } from "../train/data.ts";
 import { isMethod, methodSpec, targetMethods } from "../train/config.ts";
 import { float, int } from "./flags.ts";
 import { type Classifier, type FeatureWeights, Loader, Trainer, version } from "../ffi/native.ts";
 import { Progress } from "../train/progress.ts";
-import { checkWeights, readSidecar, type Sidecar } from "../train/checkpoint.ts";
+import { checkWeights, type Sidecar } from "../train/checkpoint.ts";
+import { checkpointOf } from "../train/resume.ts";
 import { parseSafetensors, type RawTensor, readSafetensors, readShapes, writeSafetensors } from "../train/safetensors.ts";
 
 const WEIGHTS = ["online", "polyak", "target"];
 /** The `format` of an export's metadata. */
 export const EXPORT_FORMAT = "selfsup-backbone/1";
-
-/**
- * A checkpoint given as its sidecar (.json: the weights file it names) or
- * as a weights file (.safetensors: exactly that file, with the settings of
- * its run's sidecar). The checksum applies when the sidecar names the file.
- */
-function checkpointOf(path: string): { side: Sidecar; sidePath: string; file: string; sha256: string | undefined } {
-  const weightsGiven = path.endsWith(".safetensors");
-  // <run>.<kind>-<step>.safetensors → <run>.<kind>.json
-  const sidePath = weightsGiven ? path.replace(/-\d+\.safetensors$/, ".json") : path;
-  const side = sidePath === path && weightsGiven ? null : readSidecar(sidePath);
-  if (!side) {
-    throw new ConfigError(
-      weightsGiven
-        ? `no sidecar ${sidePath} beside ${path}: a weights file needs its run's <run>.<kind>.json for the settings`
-        : `no checkpoint at ${path} (expected a <run>.last.json or .best.json sidecar)`,
-    );
-  }
-  const file = weightsGiven ? path : join(dirname(sidePath), side.weights);
-  return { side, sidePath, file, sha256: basename(file) === side.weights ? side.sha256 : undefined };
-}
 
 /** The backbone tensors of a checkpoint under `weights`, with torchvision's names. */
 export function backboneTensors(checkpoint: string, weights: FeatureWeights): { tensors: [string, RawTensor][]; side: Sidecar } {

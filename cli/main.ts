@@ -27,7 +27,7 @@ import { foreignTo } from "../train/config.ts";
 import { registerProjectCommands } from "./project.ts";
 import { registerTensorboardCommand } from "./tensorboard.ts";
 import { type RunResult, train } from "../train/loop.ts";
-import { sidecarOf } from "../train/resume.ts";
+import { checkpointOf } from "../train/resume.ts";
 import { version, writeDemoDataset } from "../ffi/native.ts";
 import { NativeError } from "../ffi/lib.ts";
 import { join } from "node:path";
@@ -36,7 +36,7 @@ import { join } from "node:path";
 function layersOf(opts: Record<string, unknown>, base?: Partial<Settings>): Layer[] {
   const layers: Layer[] = [{ kind: "flag", source: "flag", settings: givenSettings(opts) }];
   if (typeof opts.resume === "string") {
-    const saved = settingsOf(sidecarOf(opts.resume).config as unknown as Record<string, unknown>, opts.resume);
+    const saved = settingsOf(checkpointOf(opts.resume).side.config as unknown as Record<string, unknown>, opts.resume);
     layers.push({ kind: "file", source: `checkpoint ${opts.resume}`, settings: saved.settings });
   }
   const file = typeof opts.config === "string" ? readConfigFile(opts.config) : null;

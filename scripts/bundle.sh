@@ -57,8 +57,10 @@ if [ "$tests" = 1 ]; then
   command -v cargo >/dev/null 2>&1 || die "cargo not found: it builds the test binaries (or pass --no-tests)"
   say "cargo test binaries (native/target/release/test-bin/)"
   mkdir -p "$STAGE/bin"
-  # cargo names each test executable in its JSON messages.
+  # cargo names each test executable in its JSON messages (examples it
+  # builds too have a profile with "test":false: they are not tests).
   (cd native && cargo test --release --no-run --quiet --message-format=json) |
+    grep -E '"profile":\{[^}]*"test":true\}' |
     sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' >"$STAGE/executables" ||
     die "cargo could not build the test binaries (see above)"
   [ -s "$STAGE/executables" ] || die "cargo listed no test binaries"

@@ -47,6 +47,9 @@ Deno.test("defaults follow the machine, the other settings and the data unless g
   assert.equal(resolve({ arch: "resnet50", baseWidth: 32 }).representationSize, 1024);
   // the warmup fits a short run: 10 % of the epochs, at most 10
   assert.deepEqual([2, 5, 50, 100, 3000].map((epochs) => resolve({ epochs }).warmup), [0, 0, 5, 10, 10]);
+  // a preset's warmup (the demo's 1 epoch) shrinks to fit the --epochs given: `demo --epochs 1`
+  assert.deepEqual([1, 3].map((epochs) => resolve({ epochs }, { warmup: 1, epochs: 12 }).warmup), [0, 1]);
+  assert.throws(() => resolve({ epochs: 1, warmup: 1 }, { warmup: 1 }), /--warmup 1 must be shorter than --epochs 1/);
   // small images: their own size, the 3x3 stem and ResNet-18; large ones: 224 px
   const small = resolve({}, {}, {}, facts(0, 50_000, 32));
   assert.deepEqual([small.imageSizeOverride, small.smallStem, small.arch, small.representationSize], [32, true, "resnet18", 512]);

@@ -80,6 +80,29 @@ Deno.test({
 });
 
 Deno.test({
+  name: "photometric draws follow torchvision's: coin rates, jitter factors and op order, blur sigma (KS)",
+  ignore,
+  async fn() {
+    using dir = tempDir();
+    for (const strength of [1.0, 0.5]) {
+      const out = join(dir.path, `params${strength}.safetensors`);
+      await dataDebug("augment_params", { count: 20000, seed: 3, strength }, "", out);
+      const s = await ref(["param_stats", out, String(strength)]);
+      const what = `strength ${strength}: ${JSON.stringify(s)}`;
+      for (const k of ["flip", "jitter", "gray", "blur"]) {
+        const [ours, theirs] = s[`rate_${k}`];
+        assert.ok(Math.abs(ours - theirs) < 0.02, `${k} rate ${ours} vs torchvision ${theirs}; ${what}`);
+      }
+      for (const k of ["b", "c", "s", "h", "sigma"]) {
+        assert.ok(s[`ks_${k}`] < s.critical, `${k}: KS ${s[`ks_${k}`]}; ${what}`);
+      }
+      assert.deepEqual(s.orders, [24, 24], what);
+      assert.ok(s.order_gap < 0.01, `op orders: largest frequency gap ${s.order_gap}; ${what}`);
+    }
+  },
+});
+
+Deno.test({
   name: "each photometric op equals torchvision's functional op for the same factor (<= 1/255)",
   ignore,
   async fn() {

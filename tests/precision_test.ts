@@ -153,6 +153,77 @@ Deno.test({
   },
 });
 
+/**
+ * Beyond each layer's output dtype (where casts happen, BN's bf16 backward,
+ * the losses' precision): for one SimCLR step on the same weights and
+ * views, selfsup's bf16 gradients may depart from the fp32 ones no more
+ * than torch.autocast's do, layer by layer. (At initialisation bf16 alone
+ * moves them by tens of percent on both sides: BatchNorm amplifies the
+ * rounding of features that barely differ across the batch.)
+ */
+Deno.test({
+  name:
+    "SimCLR bf16 gradients are no farther from fp32 than torch.autocast's, layer by layer (same weights and views)",
+  ignore: python === "",
+  async fn() {
+    using dir = tempDir();
+    const f = (n: string) => join(dir.path, n);
+    await debugRun("cpu_bf16_guard", {}, "", f("guard.json"));
+    if (JSON.parse(Deno.readTextFileSync(f("guard.json"))).refusal) return; // bf16 refused on this CPU (test above)
+    using trainer = await Trainer.create({
+      arch: "resnet18",
+      smallStem: true,
+      baseWidth: 8,
+      representationSize: 64,
+      headLatentSize: 64,
+      nceSize: 32,
+      nceTemperature: 0.1,
+      numClasses: 10,
+      optimizer: "momentum",
+      weightDecay: 5e-4,
+      seed: 3,
+      precision: "bf16",
+    });
+    await trainer.saveWeights(f("weights.safetensors"));
+    await runPython("amp_grad.py", [
+      "make",
+      f("weights.safetensors"),
+      f("inputs.safetensors"),
+      f("torch.safetensors"),
+      "8",
+      "1",
+    ]);
+    await trainer.debugGradients(f("inputs.safetensors"), f("selfsup.safetensors"));
+    const report = JSON.parse(
+      await runPython("amp_grad.py", ["compare", f("torch.safetensors"), f("selfsup.safetensors")]),
+    ) as Record<
+      string,
+      { self_fp32: number; torch_fp32: number }
+    >;
+    // Biases right before a BatchNorm have zero gradient in exact arithmetic: noise on every side.
+    const rows = Object.entries(report).filter(([k]) =>
+      k.startsWith("grad.") && !["grad.head.0.bias", "grad.head.3.bias"].includes(k)
+    );
+    assert.ok(rows.length > 60, `${rows.length} gradients compared`);
+    const ratios = rows.map(([k, r]) => [k, r.self_fp32 / r.torch_fp32] as const).sort((a, b) => a[1] - b[1]);
+    const median = ratios[Math.floor(ratios.length / 2)][1];
+    const shown = ratios.map(([k, r]) => `${k.slice(5)} ${r.toFixed(2)}`).join(", ");
+    assert.ok(
+      rows.every(([, r]) => r.torch_fp32 > 1e-3),
+      "bf16 changes every gradient (the comparison measures something)",
+    );
+    assert.ok(
+      median < 1.2,
+      `median (selfsup bf16 − fp32) / (torch bf16 − fp32) = ${median.toFixed(2)}: ${shown}`,
+    );
+    const [worst, ratio] = ratios[ratios.length - 1];
+    assert.ok(
+      ratio < 2,
+      `${worst}: selfsup's bf16 gradient departs ${ratio.toFixed(2)}x as far from fp32 as torch's: ${shown}`,
+    );
+  },
+});
+
 Deno.test({
   name: "--precision fp16 without a GPU is a one-line error",
   ignore: skipReason("--precision fp16 without a GPU", cuda ? "this machine has a GPU" : null),

@@ -331,15 +331,6 @@ export function contradiction(cfg: Config, saved: Config): string | null {
   return null;
 }
 
-/** The `last` checkpoint of the run `cfg` describes, checked against it; null when there is none. */
-export function lastCheckpoint(cfg: Config): Sidecar | null {
-  const s = readSidecar(sidecarPath(cfg.modelDir, cfg.runName, "last"));
-  if (!s) return null;
-  const why = contradiction(cfg, s.config);
-  if (why) throw new Error(why);
-  return s;
-}
-
 /**
  * Checks `bytes`, read from the weights file `path`, against the SHA-256
  * its sidecar recorded (none recorded: nothing to check).
@@ -358,19 +349,11 @@ export async function loadWeights(trainer: Trainer, dir: string, s: Sidecar): Pr
 }
 
 /**
- * Restores checkpoint `s`, whose sidecar lies in `dir` (default: this
- * run's `last` in --model-dir), after checking it against `cfg`; returns
- * its position, or null when there is none.
+ * Restores checkpoint `s`, whose sidecar lies in `dir` (checked against
+ * the run's settings by the caller, {@link contradiction}); returns its
+ * position.
  */
-export async function resume(
-  trainer: Trainer,
-  cfg: Config,
-  s: Sidecar | null = lastCheckpoint(cfg),
-  dir = cfg.modelDir,
-): Promise<Position | null> {
-  if (!s) return null;
-  const why = contradiction(cfg, s.config);
-  if (why) throw new Error(why);
+export async function resume(trainer: Trainer, s: Sidecar, dir: string): Promise<Position> {
   await loadWeights(trainer, dir, s);
   const { epoch, batch, step, bestLoss, sinceBest } = s;
   return { epoch, batch, step, bestLoss, sinceBest };

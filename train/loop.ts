@@ -253,7 +253,7 @@ export async function train(cfg: Config, log: (line: string) => void = console.l
   using signals = new StopFlag(undefined, abandonSave);
   // Several replicas stop only together (see AgreedStop), one alone at once.
   const stop = cfg.worldSize > 1 ? new AgreedStop(signals, (v) => trainer.allReduce(v, "max")) : signals;
-  const resumed = side ? await resume(trainer, cfg, side, dirname(found!.path)) : null;
+  const resumed = side ? await resume(trainer, side, dirname(found!.path)) : null;
   const pos: Position = resumed ?? { epoch: 1, batch: 0, step: 0, bestLoss: null, sinceBest: 0 };
   if (cfg.worldSize > 1) {
     // Every replica must continue from the same checkpoint (one rank 0 wrote).

@@ -21,26 +21,42 @@ export interface Found {
   runName: string;
 }
 
-/** The sidecar path of a checkpoint given as its .json or its weights file (`<run>.<kind>-<step>.safetensors`). */
-export function sidecarFile(path: string): string {
-  return path.endsWith(".safetensors") ? path.replace(/-\d+\.safetensors$/, ".json") : path;
+/** A checkpoint given by path: its sidecar and where that is, the weights file meant, and the checksum that applies to it. */
+export interface GivenCheckpoint {
+  side: Sidecar;
+  sidePath: string;
+  file: string;
+  sha256: string | undefined;
 }
 
-/** The sidecar of a checkpoint given as its .json or weights file; a missing one is a one-line error. */
-export function sidecarOf(path: string): Sidecar & { dir: string } {
-  const side = sidecarFile(path);
-  const s = readSidecar(side);
-  if (!s) throw new ConfigError(`no checkpoint at ${path} (expected a <run>.last.json or .best.json sidecar)`);
-  return { ...s, dir: dirname(side) };
+/**
+ * A checkpoint given as its sidecar (.json: the weights file it names) or
+ * as a weights file (`<run>.<kind>-<step>.safetensors`: exactly that file,
+ * with the settings of its run's sidecar). The checksum applies when the
+ * sidecar names the file. A missing sidecar is a one-line error.
+ */
+export function checkpointOf(path: string): GivenCheckpoint {
+  const weightsGiven = path.endsWith(".safetensors");
+  const sidePath = weightsGiven ? path.replace(/-\d+\.safetensors$/, ".json") : path;
+  const side = sidePath === path && weightsGiven ? null : readSidecar(sidePath);
+  if (!side) {
+    throw new ConfigError(
+      weightsGiven
+        ? `no sidecar ${sidePath} beside ${path}: a weights file needs its run's <run>.<kind>.json for the settings`
+        : `no checkpoint at ${path} (expected a <run>.last.json or .best.json sidecar)`,
+    );
+  }
+  const file = weightsGiven ? path : join(dirname(sidePath), side.weights);
+  return { side, sidePath, file, sha256: basename(file) === side.weights ? side.sha256 : undefined };
 }
 
 /** The checkpoint `cfg` continues from, or null for a fresh start. */
 export function findCheckpoint(cfg: Config, resumeFrom?: string): Found | null {
   if (resumeFrom) {
-    const side = sidecarOf(resumeFrom);
+    const { side, sidePath } = checkpointOf(resumeFrom);
     // The same run (other epochs at most) goes on under its name; other settings make a new run from there.
     const runName = sameIdentity(side.config, cfg) ? side.config.runName : cfg.runName;
-    return { path: sidecarFile(resumeFrom), side, runName };
+    return { path: sidePath, side, runName };
   }
   if (cfg.noResume) return null;
   const own = sidecarPath(cfg.modelDir, cfg.runName, "last");

@@ -4,6 +4,12 @@
       RandomResizedCrop.get_params drawn as often as selfsup's boxes: per
       image size, JSON two-sample KS statistics of area fraction, log aspect
       ratio and relative position, the KS critical value, fallback rates
+  param_stats <native.safetensors> <strength>
+      the reference train transform's photometric draws (flip, RandomApply
+      of ColorJitter, its factors and op order, RandomGrayscale, RandomApply
+      of GaussianBlur and its sigma) as torchvision makes them, as often as
+      selfsup's parameter vectors: JSON rates of each coin, KS statistics
+      of each factor, the largest gap between the 24 op orders' frequencies
   ops_make <dir> / ops_compare <dir>
       inputs and torchvision.transforms.functional outputs of each colour
       op, blur and solarize for per-image factors; then JSON {op: max|a-b|}
@@ -81,6 +87,34 @@ def crop_stats(cases):
         s["fallback_ours"], s["fallback_torchvision"] = rate(ours), rate(theirs)
         s["area_min"], s["area_max"] = float(fo["area"].min()), float(fo["area"].max())
         out.append(s)
+    print(json.dumps(out))
+
+
+def param_stats(native_path, strength):
+    ours = st.load(native_path)["params"].numpy()
+    n, s = len(ours), float(strength)
+    torch.manual_seed(0)
+    cj = T.ColorJitter(0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s)
+    rows = []
+    for _ in range(n):
+        # The same calls, in the same order, as the transforms' forward passes.
+        flip = float(torch.rand(1) < 0.5)  # RandomHorizontalFlip
+        jitter = float(not 0.8 < torch.rand(1))  # RandomApply(p=0.8)
+        order, b, c, sat, h = T.ColorJitter.get_params(cj.brightness, cj.contrast, cj.saturation, cj.hue)
+        gray = float(torch.rand(1) < 0.2)  # RandomGrayscale
+        blur = float(not 0.5 < torch.rand(1))  # RandomApply(p=0.5)
+        sigma = T.GaussianBlur.get_params(0.1, 2.0)
+        rows.append((flip, jitter, b, c, sat, h, tuple(order.tolist()), gray, blur, sigma))
+    theirs = {k: np.array([r[i] for r in rows]) for i, k in enumerate(["flip", "jitter", "b", "c", "s", "h", "order", "gray", "blur", "sigma"]) if k != "order"}
+    mine = {"flip": ours[:, FLIP], "jitter": ours[:, JITTER], "b": ours[:, BRIGHTNESS], "c": ours[:, CONTRAST], "s": ours[:, SATURATION],
+            "h": ours[:, HUE], "gray": ours[:, GRAY], "blur": ours[:, BLUR], "sigma": ours[:, SIGMA]}
+    out = {"rate_" + k: [float(mine[k].mean()), float(theirs[k].mean())] for k in ("flip", "jitter", "gray", "blur")}
+    out.update({"ks_" + k: ks(mine[k], theirs[k]) for k in ("b", "c", "s", "h", "sigma")})
+    out["critical"] = 1.949 * math.sqrt(2 / n)  # alpha = 0.001
+    freq = lambda orders: {p: orders.count(p) / n for p in set(orders)}
+    fo, ft = freq([tuple(permutation(int(k))) for k in ours[:, ORDER]]), freq([r[6] for r in rows])
+    out["orders"] = [len(fo), len(ft)]
+    out["order_gap"] = max(abs(fo.get(p, 0) - ft.get(p, 0)) for p in set(fo) | set(ft))
     print(json.dumps(out))
 
 
@@ -241,6 +275,7 @@ if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
     {
         "crop_stats": lambda: crop_stats(args[0]),
+        "param_stats": lambda: param_stats(args[0], args[1]),
         "ops_make": lambda: ops_make(args[0]),
         "ops_compare": lambda: ops_compare(args[0]),
         "apply_make": lambda: apply_make(args[0]),

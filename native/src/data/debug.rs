@@ -35,14 +35,17 @@ struct Spec {
     size: u32,
     #[serde(default)]
     kernel: i64,
+    #[serde(default)]
+    strength: f64,
 }
 
-/// Runs `what` ("crop_boxes", "crop_resize", "decode", "augment_op" or
-/// "apply") with the JSON `spec` on the tensors of `input`, writing `output`.
+/// Runs `what` ("crop_boxes", "augment_params", "crop_resize", "decode",
+/// "augment_op" or "apply") with the JSON `spec` on the tensors of `input`, writing `output`.
 pub fn run(what: &str, spec: &str, input: &Path, output: &Path) -> Result<()> {
     let spec: Spec = serde_json::from_str(spec).context("invalid debug spec")?;
     let out = match what {
         "crop_boxes" => vec![("boxes", crop_boxes(&spec)?)],
+        "augment_params" => vec![("params", augment_params(&spec)?)],
         "crop_resize" => vec![("out", crop_resize(&spec)?)],
         "decode" => vec![("image", decode(&spec)?)],
         "augment_op" => vec![("out", augment_op(&spec, &read(input)?)?)],
@@ -77,6 +80,16 @@ fn crop_boxes(spec: &Spec) -> Result<Tensor> {
         })
         .collect();
     Ok(Tensor::from_slice(&flat).f_view([spec.count as i64, 4])?)
+}
+
+/// `count` photometric parameter vectors drawn as the loader draws them for
+/// the reference's train transform at colour-jitter `strength`: [count, NPARAMS].
+fn augment_params(spec: &Spec) -> Result<Tensor> {
+    let recipe = augment::Recipe::simclr(spec.strength);
+    recipe.check()?;
+    let mut rng = ChaCha8Rng::seed_from_u64(spec.seed);
+    let flat: Vec<f32> = (0..spec.count).flat_map(|_| recipe.draw(&mut rng)).collect();
+    Ok(Tensor::from_slice(&flat).f_view([spec.count as i64, augment::NPARAMS as i64])?)
 }
 
 fn decoded(spec: &Spec) -> Result<RgbImage> {
