@@ -49,7 +49,7 @@ fn main() -> anyhow::Result<()> {
     let features = if arch == "resnet18" || arch == "resnet34" { 512 } else { 2048 };
     let cfg: ModelConfig = serde_json::from_value(serde_json::json!({
         "method": "simclr", "arch": arch, "representationSize": features, "headLatentSize": 1024,
-        "nceSize": 128, "numClasses": 10, "optimizer": "momentum", "weightDecay": 0.0, "seed": 0
+        "baseWidth": 64, "nceSize": 128, "nceTemperature": 0.1, "precision": "fp32", "numClasses": 10, "optimizer": "momentum", "weightDecay": 0.0, "seed": 0
     }))?;
     let dist = DistConfig { world_size: world, rank, port, timeout_secs: 300.0, always_group: true, ..Default::default() };
     let mut replica = Replica::start(&dist, device)?;

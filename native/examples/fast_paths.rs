@@ -13,7 +13,7 @@ use tch::{Device, Kind, Tensor};
 fn config(arch: &str, features: i64, precision: &str) -> ModelConfig {
     serde_json::from_value(serde_json::json!({
         "method": "simclr", "arch": arch, "representationSize": features, "headLatentSize": 1024,
-        "numClasses": 10, "optimizer": "lars_momentum", "weightDecay": 1e-6, "seed": 0, "precision": precision,
+        "baseWidth": 64, "nceSize": 128, "nceTemperature": 0.1, "numClasses": 10, "optimizer": "lars_momentum", "weightDecay": 1e-6, "seed": 0, "precision": precision,
     }))
     .expect("config")
 }

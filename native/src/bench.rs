@@ -161,7 +161,8 @@ mod tests {
     fn trainer(method: &str) -> crate::thread::Owner<State> {
         let cfg: TrainerConfig = serde_json::from_value(serde_json::json!({
             "method": method, "arch": "resnet18", "smallStem": true, "representationSize": 512,
-            "headLatentSize": 64, "nceSize": 16, "projectionSize": 16, "numClasses": 3,
+            "baseWidth": 64, "headLatentSize": 64, "nceSize": 16, "nceTemperature": 0.1, "projectionSize": 16,
+            "byolLoss": "paper", "projectorWidths": "32-32-16", "offDiagonalWeight": 0.005, "numClasses": 3, "precision": "fp32",
             "optimizer": "lars_momentum", "weightDecay": 1e-6, "threads": 1,
         }))
         .expect("config");

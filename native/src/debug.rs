@@ -193,8 +193,8 @@ pub fn check_amp_policy(device: Device, precision: &str) -> Result<Tensor> {
     for method in ["simclr", "byol", "barlowtwins"] {
         let cfg: ModelConfig = serde_json::from_value(serde_json::json!({
             "method": method, "arch": "resnet18", "representationSize": 512, "headLatentSize": 32,
-            "nceSize": 16, "projectionSize": 16, "projectorWidths": "32-32-16", "offDiagonalWeight": 0.005,
-            "numClasses": 4, "optimizer": "lars_momentum",
+            "baseWidth": 64, "nceSize": 16, "nceTemperature": 0.1, "projectionSize": 16, "byolLoss": "paper",
+            "projectorWidths": "32-32-16", "offDiagonalWeight": 0.005, "numClasses": 4, "optimizer": "lars_momentum",
             "weightDecay": 1e-4, "seed": 1, "precision": precision,
         }))?;
         let mut m = Model::new(cfg, device)?;
@@ -256,7 +256,8 @@ pub fn amp_trace(spec: &str, _input: &Path, output: &Path) -> Result<()> {
     let spec: TraceSpec = serde_json::from_str(spec).context("invalid trace spec")?;
     let cfg: ModelConfig = serde_json::from_value(serde_json::json!({
         "method": spec.method, "arch": "resnet18", "representationSize": 512, "headLatentSize": 32,
-        "nceSize": 16, "projectionSize": 16, "numClasses": 4, "optimizer": "momentum",
+        "baseWidth": 64, "nceSize": 16, "nceTemperature": 0.1, "projectionSize": 16, "byolLoss": "paper",
+        "projectorWidths": "32-32-16", "offDiagonalWeight": 0.005, "numClasses": 4, "optimizer": "momentum",
         "weightDecay": 1e-4, "seed": 1, "precision": spec.precision,
     }))?;
     let device = match spec.device.as_deref().unwrap_or("cpu") {

@@ -17,32 +17,14 @@ use tch::{nn::VarStore, Device, Reduction, Tensor};
 #[derive(Clone, Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ModelConfig {
-    #[serde(default = "simclr")]
     pub method: String,
     pub arch: String,
     #[serde(default)]
     pub small_stem: bool,
     /// Channels of the stem; the stages have 1, 2, 4 and 8 times as many (torchvision: 64).
-    #[serde(default = "base_width")]
     pub base_width: i64,
     pub representation_size: i64,
     pub head_latent_size: i64,
-    /// SimCLR: projection head output and NT-Xent temperature.
-    #[serde(default = "nce_size")]
-    pub nce_size: i64,
-    #[serde(default = "nce_temperature")]
-    pub nce_temperature: f64,
-    /// BYOL: projector/predictor output and which loss normalisation.
-    #[serde(default = "projection_size")]
-    pub projection_size: i64,
-    #[serde(default = "paper")]
-    pub byol_loss: String,
-    /// Barlow Twins: projector widths (`8192-8192-8192`) and λ, the weight
-    /// of the off-diagonal terms; the front end always sends them.
-    #[serde(default)]
-    pub projector_widths: Option<String>,
-    #[serde(default)]
-    pub off_diagonal_weight: Option<f64>,
     pub num_classes: i64,
     pub optimizer: String,
     pub weight_decay: f64,
@@ -55,35 +37,27 @@ pub struct ModelConfig {
     #[serde(default)]
     pub seed: u64,
     /// fp32, fp16 (autocast and a dynamic loss scale) or bf16 (autocast).
-    #[serde(default = "fp32")]
     pub precision: String,
     /// The loss scaler's settings (torch's GradScaler defaults when
     /// omitted). Given with fp32 it scales fp32 gradients, as a
     /// GradScaler can: tests use that to exercise skipped steps quickly.
     #[serde(default)]
     pub loss_scaler: Option<ScalerConfig>,
+    /// Every other key of the config, among them the method's own settings,
+    /// which only its file reads ([`ModelConfig::settings`]). Settings have
+    /// no default values here: the front end sends them all
+    /// (train/config.ts holds the defaults, METHODS a method's own).
+    #[serde(flatten)]
+    pub rest: serde_json::Map<String, serde_json::Value>,
 }
 
-fn fp32() -> String {
-    "fp32".into()
-}
-fn simclr() -> String {
-    "simclr".into()
-}
-fn paper() -> String {
-    "paper".into()
-}
-fn nce_size() -> i64 {
-    128
-}
-fn nce_temperature() -> f64 {
-    0.1
-}
-fn projection_size() -> i64 {
-    256
-}
-fn base_width() -> i64 {
-    64
+impl ModelConfig {
+    /// The method's own settings (a struct of its file), read from the
+    /// config's other keys.
+    pub fn settings<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
+        serde_json::from_value(serde_json::Value::Object(self.rest.clone()))
+            .with_context(|| format!("the settings of --method {}", self.method))
+    }
 }
 
 /// Scalars of one step, as the FFI hands them to TypeScript.

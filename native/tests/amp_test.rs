@@ -189,7 +189,7 @@ fn ddp_replicas_skip_together_when_one_overflows() {
                 let mut replica = Replica::start(&cfg, Device::Cpu).unwrap();
                 let model_cfg: ModelConfig = serde_json::from_value(serde_json::json!({
                     "method": "simclr", "arch": "resnet18", "smallStem": true, "representationSize": 512,
-                    "headLatentSize": 32, "nceSize": 16, "numClasses": 3, "optimizer": "lars_momentum",
+                    "baseWidth": 64, "headLatentSize": 32, "nceSize": 16, "nceTemperature": 0.1, "numClasses": 3, "precision": "fp32", "optimizer": "lars_momentum",
                     "weightDecay": 1e-4, "seed": 3, "lossScaler": {}
                 }))
                 .unwrap();

@@ -9,7 +9,7 @@ use tch::{Device, Kind, Tensor};
 fn model_config(seed: u64) -> ModelConfig {
     serde_json::from_value(serde_json::json!({
         "method": "simclr", "arch": "resnet18", "smallStem": true, "representationSize": 512,
-        "headLatentSize": 64, "nceSize": 16, "numClasses": 3, "optimizer": "momentum",
+        "baseWidth": 64, "headLatentSize": 64, "nceSize": 16, "nceTemperature": 0.1, "numClasses": 3, "precision": "fp32", "optimizer": "momentum",
         "weightDecay": 0.0, "seed": seed
     }))
     .unwrap()

@@ -7,7 +7,8 @@ use tch::{Device, Kind, Tensor};
 fn config(method: &str) -> ModelConfig {
     serde_json::from_value(serde_json::json!({
         "method": method, "arch": "resnet18", "representationSize": 512, "headLatentSize": 32,
-        "nceSize": 16, "projectionSize": 16, "projectorWidths": "24-24-8", "offDiagonalWeight": 0.005,
+        "baseWidth": 64, "precision": "fp32", "nceSize": 16, "nceTemperature": 0.1, "projectionSize": 16, "byolLoss": "paper",
+        "projectorWidths": "24-24-8", "offDiagonalWeight": 0.005,
         "numClasses": 3, "optimizer": "momentum",
         "weightDecay": 0.0, "seed": 4, "polyakEma": 0.5
     }))

@@ -14,8 +14,17 @@ use crate::model::ModelConfig;
 use crate::nn::heads::{parse_sizes, Projector};
 use crate::nn::init::Init;
 use crate::nn::resnet::ResNet;
-use anyhow::{Context, Result};
+use anyhow::Result;
+use serde::Deserialize;
 use tch::{nn::Path, Tensor};
+
+/// `--projector-widths`, `--off-diagonal-weight` (train/config.ts METHODS.barlowtwins).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Settings {
+    projector_widths: String,
+    off_diagonal_weight: f64,
+}
 
 pub struct BarlowTwins {
     backbone: ResNet,
@@ -25,12 +34,12 @@ pub struct BarlowTwins {
 
 impl BarlowTwins {
     pub fn new(root: &Path, init: &mut Init, cfg: &ModelConfig, features: i64) -> Result<Self> {
-        let spec = cfg.projector_widths.as_deref().context("barlowtwins needs --projector-widths")?;
-        let sizes = parse_sizes(spec, "--projector-widths")?;
+        let s: Settings = cfg.settings()?;
+        let sizes = parse_sizes(&s.projector_widths, "--projector-widths")?;
         Ok(BarlowTwins {
             backbone: ResNet::with_width(&(root / "backbone"), init, &cfg.arch, cfg.small_stem, cfg.base_width)?,
             projector: Projector::new(&(root / "head"), init, features, &sizes, false)?,
-            lambda: cfg.off_diagonal_weight.context("barlowtwins needs --off-diagonal-weight")?,
+            lambda: s.off_diagonal_weight,
         })
     }
 

@@ -13,7 +13,16 @@ use crate::nn::heads::Mlp;
 use crate::nn::init::Init;
 use crate::nn::resnet::ResNet;
 use anyhow::{bail, Context, Result};
+use serde::Deserialize;
 use tch::{nn::Path, nn::VarStore, Tensor};
+
+/// `--projection-size`, `--byol-loss` (train/config.ts METHODS.byol).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Settings {
+    projection_size: i64,
+    byol_loss: String,
+}
 
 struct Target {
     backbone: ResNet,
@@ -35,12 +44,13 @@ impl Byol {
     /// `root/target` with a scratch initialisation (`attach` overwrites
     /// them with the online weights).
     pub fn new(root: &Path, init: &mut Init, cfg: &ModelConfig, features: i64) -> Result<Self> {
-        let norm = match cfg.byol_loss.as_str() {
+        let s: Settings = cfg.settings()?;
+        let norm = match s.byol_loss.as_str() {
             "paper" => LossNorm::Paper,
             "reference" => LossNorm::Reference,
             other => bail!("unknown --byol-loss {other:?}; choose paper or reference"),
         };
-        let (hidden, proj) = (cfg.head_latent_size, cfg.projection_size);
+        let (hidden, proj) = (cfg.head_latent_size, s.projection_size);
         let tp = root / "target";
         let mut scratch = Init::new(0, root.device());
         let resnet = |p: &Path, init: &mut Init| ResNet::with_width(&(p / "backbone"), init, &cfg.arch, cfg.small_stem, cfg.base_width);

@@ -8,7 +8,16 @@ use crate::nn::heads::Mlp;
 use crate::nn::init::Init;
 use crate::nn::resnet::ResNet;
 use anyhow::Result;
+use serde::Deserialize;
 use tch::{nn::Path, Tensor};
+
+/// `--nce-size`, `--nce-temperature` (train/config.ts METHODS.simclr).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Settings {
+    nce_size: i64,
+    nce_temperature: f64,
+}
 
 pub struct SimClr {
     backbone: ResNet,
@@ -18,10 +27,11 @@ pub struct SimClr {
 
 impl SimClr {
     pub fn new(root: &Path, init: &mut Init, cfg: &ModelConfig, features: i64) -> Result<Self> {
+        let s: Settings = cfg.settings()?;
         Ok(SimClr {
             backbone: ResNet::with_width(&(root / "backbone"), init, &cfg.arch, cfg.small_stem, cfg.base_width)?,
-            head: Mlp::new(&(root / "head"), init, features, cfg.head_latent_size, cfg.nce_size, true)?,
-            temperature: cfg.nce_temperature,
+            head: Mlp::new(&(root / "head"), init, features, cfg.head_latent_size, s.nce_size, true)?,
+            temperature: s.nce_temperature,
         })
     }
 }
