@@ -57,7 +57,7 @@ Deno.test("checkpoint trust: a damaged sidecar is a clear one-line error naming 
   Deno.copyFileSync(run.weights, other);
   assert.match(
     oneLineError(await cli([...run.args, "--epochs", "3", "--resume", other])),
-    /-999999\.safetensors is not the weights file its sidecar .*\.last\.json names .*: resume from that sidecar/,
+    /-999999\.safetensors is not the weights file its sidecar .*\.last\.json names .*; resume from that sidecar/,
   );
 });
 
