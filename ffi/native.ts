@@ -268,8 +268,9 @@ export interface TrainerConfig {
   headLatentSize: number;
   /** SimCLR */
   nceSize?: number;
+  /** SimCLR, MoCo v3 */
   nceTemperature?: number;
-  /** BYOL */
+  /** BYOL, MoCo v3 */
   projectionSize?: number;
   byolLoss?: "paper" | "reference";
   /** Barlow Twins */
@@ -300,7 +301,7 @@ export class Trainer extends Handle {
     return new Trainer(check(await native().selfsup_trainer_new(j, BigInt(j.length))));
   }
 
-  /** One optimisation step on `batch` (consumed) at learning rate `lr`; `tau` is BYOL's target decay. */
+  /** One optimisation step on `batch` (consumed) at learning rate `lr`; `tau` is the momentum target's decay (BYOL, MoCo v3). */
   async trainStep(batch: Batch, lr: number, tau = 1): Promise<StepMetrics> {
     const m = new Float64Array(METRICS);
     check(await native().selfsup_trainer_train_step(BigInt(this.id), BigInt(batch.take()), lr, tau, m));

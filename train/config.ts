@@ -51,10 +51,13 @@ export interface Config extends Launch {
   headLatentSize: number;
   /** SimCLR only. */
   nceSize: number;
+  /** SimCLR and MoCo v3: τ of the contrastive loss (NT-Xent, InfoNCE). */
   nceTemperature: number;
-  /** BYOL only. */
+  /** BYOL and MoCo v3: the output width of the projector and predictor. */
   projectionSize: number;
+  /** BYOL and MoCo v3: the momentum target's decay at step 0 (cosine to 1). */
   baseDecay: number;
+  /** BYOL only. */
   byolLoss: "paper" | "reference";
   /** Barlow Twins only: projector widths after the backbone, `8192-8192-8192`. */
   projectorWidths: string;
@@ -122,6 +125,13 @@ export interface MethodSpec {
   lossTag: string;
   /** A momentum (target) encoder follows the online one: `--base-decay` sets its decay, `--weights target` reads it. */
   momentumTarget: boolean;
+  /**
+   * The update that follows step k uses the decay schedule at step k +
+   * `momentumLead` (0 when absent, as BYOL). MoCo v3's code updates its
+   * momentum encoder at the start of the next step with that step's
+   * momentum: 1 (docs/METHODS.md).
+   */
+  momentumLead?: number;
 }
 
 /**
@@ -141,6 +151,16 @@ export const METHODS = {
     settings: ["projectionSize", "baseDecay", "byolLoss"],
     lossTag: "byol-loss",
     momentumTarget: true,
+  },
+  // Chen, Xie, He 2021 and facebookresearch/moco-v3, the ResNet-50 100-epoch
+  // recipe (docs/METHODS.md); LARS, weight decay 1e-6 and 10 warm-up epochs
+  // are the shared defaults.
+  mocov3: {
+    defaults: { lr: 0.6, epochs: 100, headLatentSize: 4096, nceTemperature: 1.0, baseDecay: 0.99 },
+    settings: ["projectionSize", "nceTemperature", "baseDecay"],
+    lossTag: "moco-loss",
+    momentumTarget: true,
+    momentumLead: 1,
   },
   // Zbontar et al. 2021 and facebookresearch/barlowtwins (docs/METHODS.md).
   barlowtwins: {
@@ -169,7 +189,7 @@ export function methodChoices(): string {
   return METHOD_NAMES.length < 2 ? METHOD_NAMES.join("") : `${METHOD_NAMES.slice(0, -1).join(", ")} or ${METHOD_NAMES.at(-1)}`;
 }
 
-/** The methods that keep a momentum target, for messages: `byol`. */
+/** The methods that keep a momentum target, for messages: `byol, mocov3`. */
 export function targetMethods(): string {
   return METHOD_NAMES.filter((m) => methodSpec(m).momentumTarget).join(", ");
 }

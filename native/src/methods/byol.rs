@@ -7,12 +7,13 @@
 //! trained, and follows the online weights by an EMA applied after each
 //! optimizer step with the decay the caller passes (τ per step).
 use super::Method;
+use crate::ema;
 use crate::losses::{byol_loss, LossNorm};
 use crate::model::ModelConfig;
 use crate::nn::heads::Mlp;
 use crate::nn::init::Init;
 use crate::nn::resnet::ResNet;
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use serde::Deserialize;
 use tch::{nn::Path, nn::VarStore, Tensor};
 
@@ -27,8 +28,8 @@ struct Settings {
 struct Target {
     backbone: ResNet,
     projector: Mlp,
-    /// (target, online) parameter pairs the EMA updates; filled by `attach`.
-    pairs: Vec<(Tensor, Tensor)>,
+    /// Its parameters paired with the online ones; filled by `attach`.
+    ema: ema::Target,
 }
 
 pub struct Byol {
@@ -61,7 +62,7 @@ impl Byol {
             target: Target {
                 backbone: resnet(&tp, &mut scratch)?,
                 projector: Mlp::new(&(&tp / "head"), &mut scratch, features, hidden, proj, false)?,
-                pairs: Vec::new(),
+                ema: ema::Target::default(),
             },
             norm,
         })
@@ -106,25 +107,11 @@ impl Method for Byol {
     /// The target becomes an exact copy of the online backbone and
     /// projector (weights and BN buffers), frozen.
     fn attach(&mut self, vs: &VarStore) -> Result<()> {
-        let vars = vs.variables();
-        let mut pairs = Vec::new();
-        let _g = tch::no_grad_guard();
-        for (name, t) in vars.iter().filter(|(n, _)| n.starts_with("target.")) {
-            let online = vars.get(&name["target.".len()..]).with_context(|| format!("no online twin of {name}"))?;
-            let mut t = t.shallow_clone();
-            t.f_copy_(online)?;
-            if online.requires_grad() {
-                pairs.push((t.set_requires_grad(false), online.shallow_clone()));
-            }
-        }
-        pairs.sort_by_key(|(t, _)| t.numel());
-        self.target.pairs = pairs;
+        self.target.ema = ema::Target::attach(vs)?;
         Ok(())
     }
 
     fn update_target(&self, tau: f64) -> Result<()> {
-        let (shadow, online): (Vec<Tensor>, Vec<Tensor>) =
-            self.target.pairs.iter().map(|(a, b)| (a.shallow_clone(), b.shallow_clone())).unzip();
-        crate::ema::ema_update(&shadow, &online, tau)
+        self.target.ema.update(tau)
     }
 }

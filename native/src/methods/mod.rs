@@ -5,6 +5,7 @@
 //! precision, checkpoints — is the [`crate::model::Model`] around it.
 pub mod barlow_twins;
 pub mod byol;
+pub mod moco_v3;
 pub mod simclr;
 
 use crate::model::ModelConfig;
@@ -54,7 +55,8 @@ pub fn build(root: &Path, init: &mut Init, cfg: &ModelConfig, features: i64) -> 
     Ok(match cfg.method.as_str() {
         "simclr" => Box::new(simclr::SimClr::new(root, init, cfg, features)?),
         "byol" => Box::new(byol::Byol::new(root, init, cfg, features)?),
+        "mocov3" => Box::new(moco_v3::MocoV3::new(root, init, cfg, features)?),
         "barlowtwins" => Box::new(barlow_twins::BarlowTwins::new(root, init, cfg, features)?),
-        m => bail!("unknown --method {m:?}; choose simclr, byol or barlowtwins"),
+        m => bail!("unknown --method {m:?}; choose simclr, byol, mocov3 or barlowtwins"),
     })
 }
