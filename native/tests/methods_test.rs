@@ -121,3 +121,42 @@ fn barlow_twins_has_a_bias_free_projector_as_the_authors_and_no_target() {
     m.update(0.1, 0.0).unwrap();
     assert!(var(&m, "head.6.weight").not_equal_tensor(&before).any().int64_value(&[]) == 1, "the projector is trained");
 }
+
+#[test]
+fn moco_v3_has_the_authors_heads_and_a_frozen_momentum_encoder_that_follows_by_ema() {
+    let mut m = Model::new(config("mocov3"), Device::Cpu).unwrap();
+    let vars = m.vs.variables();
+    // Projector 512 → 32 → 16 ending with a BN without γ, β; predictor 16 → 32 → 16; no biases.
+    for (name, shape) in [("head.0.weight", vec![32, 512]), ("head.3.weight", vec![16, 32]), ("head.4.running_var", vec![16]), ("predictor.0.weight", vec![32, 16]), ("predictor.3.weight", vec![16, 32])] {
+        assert_eq!(vars[name].size(), shape, "{name}");
+    }
+    for name in ["head.0.bias", "head.3.bias", "head.4.weight", "head.4.bias", "predictor.0.bias", "predictor.3.bias", "predictor.4.running_var", "target.predictor.0.weight"] {
+        assert!(!vars.contains_key(name), "{name} should not exist");
+    }
+    let names = ["backbone.conv1.weight", "head.3.weight", "backbone.layer4.1.bn2.weight", "head.4.running_var"];
+    for n in names {
+        assert!(var(&m, n).equal(&var(&m, &format!("target.{n}"))), "{n} copied");
+        assert!(!vars[&format!("target.{n}")].requires_grad(), "target {n} is not trained");
+    }
+    assert!(m.params.iter().all(|p| !p.name.starts_with("target.")), "the momentum encoder is not among the trained parameters");
+    let (v1, v2, labels) = batch();
+    let before: Vec<Tensor> = names[..3].iter().map(|n| var(&m, &format!("target.{n}"))).collect();
+    let metrics = m.train_losses(&v1, &v2, &labels).unwrap();
+    // Each ctr term is 2τ·CE over 4 keys: between 0 and, at chance, 2τ·ln 4 per term.
+    let ssl = metrics.ssl_loss.double_value(&[]);
+    assert!(ssl.is_finite() && ssl > 0.0, "{ssl}");
+    m.backward(&metrics).unwrap();
+    let m_tau = 0.99;
+    m.update(0.1, m_tau).unwrap();
+    for (n, old) in names.iter().zip(before) {
+        let online = var(&m, n);
+        let want = &old * m_tau + &online * (1.0 - m_tau);
+        let got = var(&m, &format!("target.{n}"));
+        assert!(got.allclose(&want, 1e-6, 1e-7, false), "{n}: target = m·old + (1−m)·online");
+        assert!(!got.equal(&online), "{n}: the momentum encoder lags the online weights");
+    }
+    assert!(m.features(&v1, "target").is_ok(), "--weights target reads the momentum encoder");
+    // Eval mode (the image as both views) gives a finite loss without a gradient.
+    let eval = m.eval_losses(&v1, &labels).unwrap();
+    assert!(eval.ssl_loss.double_value(&[]).is_finite() && !eval.ssl_loss.requires_grad());
+}
