@@ -8,7 +8,7 @@
  */
 import { type Command, InvalidArgumentError, Option } from "commander";
 import { DEFAULTS, type Settings } from "./config.ts";
-import { METHOD_NAMES, methodChoices, methodSpec } from "../train/config.ts";
+import { METHOD_NAMES, methodChoices, methodSpec, ownersOf } from "../train/config.ts";
 import { PRESETS } from "./presets.ts";
 
 type Parse = (v: string) => unknown;
@@ -155,8 +155,9 @@ function defaultText(f: Flag, base: Partial<Settings>): string {
   const v = base[f.key];
   if (v !== undefined) return v === false ? "" : ` (default: ${shown(v)})`;
   if (f.follows) return ` (default: ${f.follows})`;
-  // A default some method changes is shown for each method.
-  const per = METHOD_NAMES.map((m) => [m, methodSpec(m).defaults[f.key]] as const);
+  // A default some method changes is shown for each method it applies to.
+  const owners = ownersOf(f.key);
+  const per = (owners.length > 0 ? owners : METHOD_NAMES).map((m) => [m, methodSpec(m).defaults[f.key]] as const);
   if (per.some(([, x]) => x !== undefined)) {
     return ` (default: ${per.map(([m, x]) => `${m} ${shown(x ?? DEFAULTS[f.key])}`).join(", ")})`;
   }

@@ -459,7 +459,11 @@ export class Trainer extends Handle {
     check(await native().selfsup_trainer_debug_poison(BigInt(this.id), n, BigInt(n.length)));
   }
 
-  /** Loss and gradients for the views in `input` (safetensors: view1, view2, labels) into `output`. */
+  /**
+   * Loss and gradients for the views in `input` (safetensors: view1, view2,
+   * labels) into `output`; with the scalars lr and tau in `input` the
+   * step's update follows.
+   */
   async debugGradients(input: string, output: string): Promise<void> {
     const i = utf8(input), o = utf8(output);
     check(

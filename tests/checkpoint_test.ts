@@ -145,7 +145,7 @@ for (const [method, weights] of [["simclr", "online"], ["mocov3", "target"]] as 
       const x = new Float32Array(2 * 3 * 32 * 32).map((_, i) => (i * 7919 % 1000) / 1000);
       writeSafetensors(images, [["images", tensorOf([2, 3, 32, 32], x)]]);
       using trainer = await Trainer.create({
-        device: "cpu", arch: "resnet18", baseWidth: 64, precision: "fp32", representationSize: 512, headLatentSize: 32, nceSize: 128,
+        method: "simclr", device: "cpu", arch: "resnet18", baseWidth: 64, precision: "fp32", representationSize: 512, headLatentSize: 32, nceSize: 128,
         nceTemperature: 0.1, numClasses: 10, optimizer: "lars_momentum", weightDecay: 1e-6,
       });
       if (weights === "online") {

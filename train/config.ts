@@ -153,10 +153,18 @@ export const METHODS = {
     momentumTarget: true,
   },
   // Chen, Xie, He 2021 and facebookresearch/moco-v3, the ResNet-50 100-epoch
-  // recipe (docs/METHODS.md); LARS, weight decay 1e-6 and 10 warm-up epochs
-  // are the shared defaults.
+  // recipe with BYOL's asymmetric blur and solarisation (docs/METHODS.md);
+  // LARS, weight decay 1e-6 and 10 warm-up epochs are the shared defaults.
   mocov3: {
-    defaults: { lr: 0.6, epochs: 100, headLatentSize: 4096, nceTemperature: 1.0, baseDecay: 0.99 },
+    defaults: {
+      lr: 0.6,
+      epochs: 100,
+      headLatentSize: 4096,
+      nceTemperature: 1.0,
+      baseDecay: 0.99,
+      blurProb: [1.0, 0.1],
+      solarizeProb: [0, 0.2],
+    },
     settings: ["projectionSize", "nceTemperature", "baseDecay"],
     lossTag: "moco-loss",
     momentumTarget: true,

@@ -27,6 +27,25 @@ fn var(m: &Model, name: &str) -> Tensor {
     m.vs.variables()[name].detach().copy()
 }
 
+/// One training step with decay `tau`; each target.<name> must then be
+/// τ·(its value before) + (1 − τ)·(the online <name> after the step).
+fn step_and_check_target_follows(m: &mut Model, names: &[&str], tau: f64) {
+    let (v1, v2, labels) = batch();
+    let before: Vec<Tensor> = names.iter().map(|n| var(m, &format!("target.{n}"))).collect();
+    let metrics = m.train_losses(&v1, &v2, &labels).unwrap();
+    let ssl = metrics.ssl_loss.double_value(&[]);
+    assert!(ssl.is_finite() && ssl > 0.0, "{ssl}");
+    m.backward(&metrics).unwrap();
+    m.update(0.1, tau).unwrap();
+    for (n, old) in names.iter().zip(before) {
+        let online = var(m, n);
+        let want = &old * tau + &online * (1.0 - tau);
+        let got = var(m, &format!("target.{n}"));
+        assert!(got.allclose(&want, 1e-6, 1e-7, false), "{n}: target = τ·old + (1−τ)·online");
+        assert!(!got.equal(&online), "{n}: target lags the online weights");
+    }
+}
+
 #[test]
 fn byol_target_starts_as_a_copy_and_follows_by_ema_after_each_step() {
     let mut m = Model::new(config("byol"), Device::Cpu).unwrap();
@@ -41,20 +60,9 @@ fn byol_target_starts_as_a_copy_and_follows_by_ema_after_each_step() {
     let trm = m.vs.variables()["target.backbone.bn1.running_mean"].shallow_clone();
     assert_ne!(rm.data_ptr(), trm.data_ptr());
 
-    let (v1, v2, labels) = batch();
-    let before: Vec<Tensor> = names.iter().map(|n| var(&m, &format!("target.{n}"))).collect();
-    let metrics = m.train_losses(&v1, &v2, &labels).unwrap();
-    m.backward(&metrics).unwrap();
-    let tau = 0.9;
-    m.update(0.1, tau).unwrap();
-    for (n, old) in names.iter().zip(before) {
-        let online = var(&m, n);
-        let want = &old * tau + &online * (1.0 - tau);
-        let got = var(&m, &format!("target.{n}"));
-        assert!(got.allclose(&want, 1e-6, 1e-7, false), "{n}: target = τ·old + (1−τ)·online");
-        assert!(!got.equal(&online), "{n}: target lags the online weights");
-    }
+    step_and_check_target_follows(&mut m, &names, 0.9);
     // the online and target BN statistics now evolve apart
+    let (v1, v2, labels) = batch();
     let metrics = m.train_losses(&v1, &v2, &labels).unwrap();
     m.backward(&metrics).unwrap();
     assert!(!rm.allclose(&trm, 1e-6, 1e-7, false));
@@ -139,22 +147,9 @@ fn moco_v3_has_the_authors_heads_and_a_frozen_momentum_encoder_that_follows_by_e
         assert!(!vars[&format!("target.{n}")].requires_grad(), "target {n} is not trained");
     }
     assert!(m.params.iter().all(|p| !p.name.starts_with("target.")), "the momentum encoder is not among the trained parameters");
-    let (v1, v2, labels) = batch();
-    let before: Vec<Tensor> = names[..3].iter().map(|n| var(&m, &format!("target.{n}"))).collect();
-    let metrics = m.train_losses(&v1, &v2, &labels).unwrap();
-    // Each ctr term is 2τ·CE over 4 keys: between 0 and, at chance, 2τ·ln 4 per term.
-    let ssl = metrics.ssl_loss.double_value(&[]);
-    assert!(ssl.is_finite() && ssl > 0.0, "{ssl}");
-    m.backward(&metrics).unwrap();
-    let m_tau = 0.99;
-    m.update(0.1, m_tau).unwrap();
-    for (n, old) in names.iter().zip(before) {
-        let online = var(&m, n);
-        let want = &old * m_tau + &online * (1.0 - m_tau);
-        let got = var(&m, &format!("target.{n}"));
-        assert!(got.allclose(&want, 1e-6, 1e-7, false), "{n}: target = m·old + (1−m)·online");
-        assert!(!got.equal(&online), "{n}: the momentum encoder lags the online weights");
-    }
+    // Parameters follow by the momentum; BN statistics are the encoder's own.
+    step_and_check_target_follows(&mut m, &names[..3], 0.99);
+    let (v1, _, labels) = batch();
     assert!(m.features(&v1, "target").is_ok(), "--weights target reads the momentum encoder");
     // Eval mode (the image as both views) gives a finite loss without a gradient.
     let eval = m.eval_losses(&v1, &labels).unwrap();
