@@ -10,6 +10,7 @@
  * steps, syncBn, bnReplicas, float64, imageSize?, threads?, timeoutSecs?,
  * sleepAfterStep? }.
  */
+import { trainerConfig, loaderConfig } from "./helpers.ts";
 import { Loader, Trainer } from "../ffi/native.ts";
 
 const spec = JSON.parse(Deno.args[0]);
@@ -23,28 +24,24 @@ const common = {
   worldSize: spec.worldSize,
   inMemory: "always" as const,
 };
-using loader = await Loader.create({
+using loader = await Loader.create(loaderConfig({
   ...common,
   split: "train",
   augment: true,
   shuffle: true,
   dropLast: true,
-});
-using trainer = await Trainer.create({
+}));
+using trainer = await Trainer.create(trainerConfig({
   method: spec.method,
   // Gloo on the CPU: several replicas in one test cannot share one GPU.
   device: "cpu",
   threads: spec.threads ?? 1,
   arch: "resnet18",
   smallStem: true,
-  baseWidth: 64,
-  precision: "fp32",
   representationSize: 512,
   headLatentSize: 32,
   nceSize: 16,
-  nceTemperature: 0.2,
   projectionSize: 16,
-  byolLoss: "paper",
   projectorWidths: "32-32-16",
   offDiagonalWeight: 0.005,
   numClasses: 10,
@@ -60,7 +57,7 @@ using trainer = await Trainer.create({
     bnReplicas: spec.bnReplicas,
     timeoutSecs: spec.timeoutSecs ?? 60,
   },
-});
+}));
 await trainer.saveWeights(`${spec.out}.init.safetensors`);
 const steps: number[][] = [];
 let epoch = 0;
