@@ -89,15 +89,10 @@ Deno.test({
       seed: 13,
       float64: true,
     }));
-    await trainer.saveWeights(f("weights.safetensors"));
-    await runPython("mocov3_reference.py", [
-      "make",
-      f("weights.safetensors"),
-      f("inputs.safetensors"),
-      f("grads.safetensors"),
-      f("after.safetensors"),
-      ...[lr, m, wd, tau].map(String),
-    ]);
+    // The initial weights, the views it draws, its gradients, its weights after the step.
+    const made = ["weights", "inputs", "grads", "after"].map((n) => f(`${n}.safetensors`));
+    await trainer.saveWeights(made[0]);
+    await runPython("mocov3_reference.py", ["make", ...made, ...[lr, m, wd, tau].map(String)]);
     await trainer.debugGradients(f("inputs.safetensors"), f("native-grads.safetensors"));
     await trainer.saveWeights(f("native-after.safetensors"));
     type Report = { errors: Record<string, { rel: number; abs: number; scale: number }>; unmatched: string[] };
