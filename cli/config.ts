@@ -56,6 +56,9 @@ export const DEFAULTS: Settings = {
   byolLoss: "paper",
   projectorWidths: "8192-8192-8192",
   offDiagonalWeight: 0.005,
+  invarianceWeight: 25,
+  varianceWeight: 25,
+  covarianceWeight: 1,
   weightInitialization: null,
   modelDir: ".models",
   colorJitterStrength: 1.0,
@@ -308,6 +311,9 @@ export function validate(s: Settings): void {
     fail(`--projector-widths must be widths joined by -, such as 8192-8192-8192, got ${s.projectorWidths}`);
   }
   if (!(s.offDiagonalWeight >= 0)) fail(`--off-diagonal-weight must be >= 0, got ${s.offDiagonalWeight}`);
+  for (const k of ["invarianceWeight", "varianceWeight", "covarianceWeight"] as const) {
+    if (!(s[k] >= 0)) fail(`--${kebab(k)} must be >= 0, got ${s[k]}`);
+  }
   if (!(s.polyakEma >= 0 && s.polyakEma < 1)) fail(`--polyak-ema must be in [0, 1), got ${s.polyakEma}`);
   if (!(s.lr > 0)) fail(`--lr must be > 0, got ${s.lr}`);
   if (!(s.clip >= 0)) fail(`--clip must be >= 0, got ${s.clip}`);

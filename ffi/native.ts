@@ -272,9 +272,13 @@ export interface TrainerConfig {
   /** BYOL */
   projectionSize?: number;
   byolLoss?: "paper" | "reference";
-  /** Barlow Twins */
+  /** Barlow Twins (and VICReg's expander) */
   projectorWidths?: string;
   offDiagonalWeight?: number;
+  /** VICReg */
+  invarianceWeight?: number;
+  varianceWeight?: number;
+  covarianceWeight?: number;
   numClasses: number;
   optimizer: string;
   weightDecay: number;

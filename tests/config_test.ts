@@ -70,8 +70,11 @@ Deno.test("contradictions given explicitly stay one-line ConfigErrors", () => {
     [{ method: "byol", nceTemperature: 0.5 }, /--nce-temperature belongs to --method simclr, not byol/],
     [{ projectionSize: 128 }, /--projection-size belongs to --method byol, not simclr/],
     [{ offDiagonalWeight: 0.01 }, /--off-diagonal-weight belongs to --method barlowtwins, not simclr/],
+    [{ method: "barlowtwins", varianceWeight: 1 }, /--variance-weight belongs to --method vicreg, not barlowtwins/],
+    [{ projectorWidths: "64-64" }, /--projector-widths belongs to --method barlowtwins or vicreg, not simclr/],
+    [{ method: "vicreg", covarianceWeight: -1 }, /--covariance-weight must be >= 0, got -1/],
     [{ method: "barlowtwins", projectorWidths: "8192-0" }, /--projector-widths must be widths joined by -, such as 8192-8192-8192, got 8192-0/],
-    [{ method: "moco" as never }, /--method must be simclr, byol or barlowtwins, got moco/],
+    [{ method: "moco" as never }, /--method must be simclr, byol, barlowtwins or vicreg, got moco/],
     [{ batchSize: 100, numReplicas: 8 }, /--batch-size 100 is not divisible by --num-replicas 8/],
     [{ arch: "resnet18", representationSize: 2048 }, /--representation-size 2048 does not match resnet18's 512 features; use --representation-size 512/],
     [{ arch: "resnet18", baseWidth: 32, representationSize: 512 }, /--representation-size 512 does not match resnet18 with --base-width 32's 256 features; use --representation-size 256/],
@@ -119,6 +122,21 @@ Deno.test("--method barlowtwins --print-config shows its defaults (Zbontar et al
   assert.match(c.runName, /^barlowtwins-/);
   const simclr = JSON.parse((await runCli(["train", "--print-config", "--data-dir", "/nonexistent"])).stdout);
   assert.ok(!("projectorWidths" in simclr) && !("offDiagonalWeight" in simclr));
+});
+
+Deno.test("--method vicreg --print-config shows its defaults (Bardes et al. 2022) and not the other methods' settings", async () => {
+  const r = await runCli(["train", "--print-config", "--method", "vicreg", "--data-dir", "/nonexistent"]);
+  assert.equal(r.code, 0, r.stderr);
+  const c = JSON.parse(r.stdout);
+  assert.equal(c.method, "vicreg");
+  assert.equal(c.projectorWidths, "8192-8192-8192");
+  assert.deepEqual([c.invarianceWeight, c.varianceWeight, c.covarianceWeight], [25, 25, 1]);
+  assert.deepEqual([c.lr, c.optimizer, c.warmup, c.weightDecay], [0.2, "lars_momentum", 10, 1e-6]);
+  assert.deepEqual([c.blurProb, c.solarizeProb], [[1, 0.1], [0, 0.2]]);
+  for (const k of ["nceSize", "nceTemperature", "projectionSize", "baseDecay", "byolLoss", "offDiagonalWeight"]) assert.ok(!(k in c), `${k} is not shown`);
+  assert.match(c.runName, /^vicreg-/);
+  const barlow = JSON.parse((await runCli(["train", "--print-config", "--method", "barlowtwins", "--data-dir", "/nonexistent"])).stdout);
+  assert.ok(!("invarianceWeight" in barlow) && !("varianceWeight" in barlow) && !("covarianceWeight" in barlow));
 });
 
 Deno.test("--print-config rejects contradictory flags in one line with exit 1", async () => {

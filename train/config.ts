@@ -56,10 +56,14 @@ export interface Config extends Launch {
   projectionSize: number;
   baseDecay: number;
   byolLoss: "paper" | "reference";
-  /** Barlow Twins only: projector widths after the backbone, `8192-8192-8192`. */
+  /** Barlow Twins and VICReg: projector (VICReg's expander) widths after the backbone, `8192-8192-8192`. */
   projectorWidths: string;
   /** Barlow Twins only: λ, the weight of the cross-correlation's off-diagonal terms. */
   offDiagonalWeight: number;
+  /** VICReg only: the weights λ, μ, ν of the invariance, variance and covariance terms (the authors' --sim-coeff, --std-coeff, --cov-coeff). */
+  invarianceWeight: number;
+  varianceWeight: number;
+  covarianceWeight: number;
   weightInitialization: string | null;
   modelDir: string;
   colorJitterStrength: number;
@@ -147,6 +151,14 @@ export const METHODS = {
     defaults: { lr: 0.2 },
     settings: ["projectorWidths", "offDiagonalWeight"],
     lossTag: "barlow-loss",
+    momentumTarget: false,
+  },
+  // Bardes, Ponce, LeCun 2022 and facebookresearch/vicreg (docs/METHODS.md):
+  // base lr 0.2 (× batch/256, LARS) and the authors' asymmetric blur and solarisation.
+  vicreg: {
+    defaults: { lr: 0.2, blurProb: [1.0, 0.1], solarizeProb: [0, 0.2] },
+    settings: ["projectorWidths", "invarianceWeight", "varianceWeight", "covarianceWeight"],
+    lossTag: "vicreg-loss",
     momentumTarget: false,
   },
 } as const satisfies Record<string, MethodSpec>;

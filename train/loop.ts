@@ -211,6 +211,9 @@ export async function train(cfg: Config, log: (line: string) => void = console.l
     byolLoss: cfg.byolLoss,
     projectorWidths: cfg.projectorWidths,
     offDiagonalWeight: cfg.offDiagonalWeight,
+    invarianceWeight: cfg.invarianceWeight,
+    varianceWeight: cfg.varianceWeight,
+    covarianceWeight: cfg.covarianceWeight,
     // Without labels every sample has label 0 and the probe one output: its
     // cross-entropy is exactly 0 and it learns nothing (the probe is off).
     numClasses: Math.max(1, classes.length),

@@ -73,6 +73,9 @@ const SELFSUP_ARGS: [key: keyof Config, omitted: unknown][] = [
   ["byolLoss", "paper"],
   ["projectorWidths", undefined],
   ["offDiagonalWeight", undefined],
+  ["invarianceWeight", undefined],
+  ["varianceWeight", undefined],
+  ["covarianceWeight", undefined],
   ["blurProb", [0.5, 0.5]],
   ["solarizeProb", [0, 0]],
   // fp16 is named by the reference's `half` (h1), so only bf16 adds `pbf16`.

@@ -6,6 +6,7 @@
 pub mod barlow_twins;
 pub mod byol;
 pub mod simclr;
+pub mod vicreg;
 
 use crate::model::ModelConfig;
 use crate::nn::init::Init;
@@ -55,6 +56,7 @@ pub fn build(root: &Path, init: &mut Init, cfg: &ModelConfig, features: i64) -> 
         "simclr" => Box::new(simclr::SimClr::new(root, init, cfg, features)?),
         "byol" => Box::new(byol::Byol::new(root, init, cfg, features)?),
         "barlowtwins" => Box::new(barlow_twins::BarlowTwins::new(root, init, cfg, features)?),
-        m => bail!("unknown --method {m:?}; choose simclr, byol or barlowtwins"),
+        "vicreg" => Box::new(vicreg::VicReg::new(root, init, cfg, features)?),
+        m => bail!("unknown --method {m:?}; choose simclr, byol, barlowtwins or vicreg"),
     })
 }
