@@ -154,7 +154,7 @@ for (const [method, { flags, settings }] of Object.entries(EXPORTED)) Deno.test(
     const x = new Float32Array(2 * 3 * 32 * 32).map((_, i) => (i * 7919 % 1000) / 1000);
     writeSafetensors(images, [["images", tensorOf([2, 3, 32, 32], x)]]);
     using trainer = await Trainer.create({
-      device: "cpu", arch: "resnet18", representationSize: 512, headLatentSize: 32, ...settings,
+      device: "cpu", arch: "resnet18", baseWidth: 64, precision: "fp32", representationSize: 512, headLatentSize: 32, ...settings,
       numClasses: 10, optimizer: "lars_momentum", weightDecay: 1e-6,
     });
     await trainer.loadCheckpoint(join(models, readSidecar(join(models, side))!.weights));
