@@ -110,24 +110,27 @@ Deno.test("--print-config prints the resolved configuration as JSON and exits 0"
   assert.equal(s.runName, "x_tmaimfolder_bs4096_e3000_iso224_ar50_rs2048_ns128_hls1024_nt0.1_cjs1_wd1e-06_l0.3_luscos_w10_olmom_nr1");
 });
 
-Deno.test("--method barlowtwins --print-config shows its defaults (Zbontar et al. 2021) and not the other methods' settings", async () => {
-  const r = await runCli(["train", "--print-config", "--method", "barlowtwins", "--data-dir", "/nonexistent"]);
+/** `train --print-config` with `flags` (no data needed), parsed. */
+async function printedConfig(...flags: string[]) {
+  const r = await runCli(["train", "--print-config", ...flags, "--data-dir", "/nonexistent"]);
   assert.equal(r.code, 0, r.stderr);
-  const c = JSON.parse(r.stdout);
+  return JSON.parse(r.stdout);
+}
+
+Deno.test("--method barlowtwins --print-config shows its defaults (Zbontar et al. 2021) and not the other methods' settings", async () => {
+  const c = await printedConfig("--method", "barlowtwins");
   assert.equal(c.method, "barlowtwins");
   assert.equal(c.projectorWidths, "8192-8192-8192");
   assert.equal(c.offDiagonalWeight, 0.005);
   assert.equal(c.lr, 0.2);
   for (const k of ["nceSize", "nceTemperature", "projectionSize", "baseDecay", "byolLoss"]) assert.ok(!(k in c), `${k} is not shown`);
   assert.match(c.runName, /^barlowtwins-/);
-  const simclr = JSON.parse((await runCli(["train", "--print-config", "--data-dir", "/nonexistent"])).stdout);
+  const simclr = await printedConfig();
   assert.ok(!("projectorWidths" in simclr) && !("offDiagonalWeight" in simclr));
 });
 
 Deno.test("--method vicreg --print-config shows its defaults (Bardes et al. 2022) and not the other methods' settings", async () => {
-  const r = await runCli(["train", "--print-config", "--method", "vicreg", "--data-dir", "/nonexistent"]);
-  assert.equal(r.code, 0, r.stderr);
-  const c = JSON.parse(r.stdout);
+  const c = await printedConfig("--method", "vicreg");
   assert.equal(c.method, "vicreg");
   assert.equal(c.projectorWidths, "8192-8192-8192");
   assert.deepEqual([c.invarianceWeight, c.varianceWeight, c.covarianceWeight], [25, 25, 1]);
@@ -135,7 +138,7 @@ Deno.test("--method vicreg --print-config shows its defaults (Bardes et al. 2022
   assert.deepEqual([c.blurProb, c.solarizeProb], [[1, 0.1], [0, 0.2]]);
   for (const k of ["nceSize", "nceTemperature", "projectionSize", "baseDecay", "byolLoss", "offDiagonalWeight"]) assert.ok(!(k in c), `${k} is not shown`);
   assert.match(c.runName, /^vicreg-/);
-  const barlow = JSON.parse((await runCli(["train", "--print-config", "--method", "barlowtwins", "--data-dir", "/nonexistent"])).stdout);
+  const barlow = await printedConfig("--method", "barlowtwins");
   assert.ok(!("invarianceWeight" in barlow) && !("varianceWeight" in barlow) && !("covarianceWeight" in barlow));
 });
 

@@ -15,11 +15,11 @@ import sys
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 import torchvision
 
 import st
 from methods_reference import vicreg_loss
+from simclr_reference import losses_and_gradients
 
 
 def expander(spec):
@@ -51,18 +51,8 @@ def make(weights_path, inputs_path, ref_path, widths, sim, std, cov, layout):
     v1, v2 = torch.rand(b, 3, 32, 32, generator=g), torch.rand(b, 3, 32, 32, generator=g)
     labels = torch.randint(0, model.linear_classifier.out_features, (b,), generator=g)
     st.save({"view1": v1, "view2": v2, "labels": labels}, inputs_path)
-    if layout == "channels_last":
-        model = model.to(memory_format=torch.channels_last)
-        v1, v2 = (v.contiguous(memory_format=torch.channels_last) for v in (v1, v2))
-    h1, h2 = model.backbone(v1), model.backbone(v2)
-    ssl = vicreg_loss(model.head(h1), model.head(h2), float(sim), float(std), float(cov))
-    ce = F.cross_entropy(model.linear_classifier(torch.cat([h1, h2]).detach()), torch.cat([labels, labels]))
-    loss = ssl + ce
-    loss.backward()
-    out = {"loss": loss.detach(), "ssl_loss": ssl.detach(), "linear_loss": ce.detach()}
-    for name, p in model.named_parameters():
-        out["grad." + name] = p.grad
-    st.save(out, ref_path)
+    ssl_loss = lambda z1, z2: vicreg_loss(z1, z2, float(sim), float(std), float(cov))
+    losses_and_gradients(model, v1, v2, labels, ssl_loss, layout, ref_path)
 
 
 if __name__ == "__main__":
