@@ -125,7 +125,7 @@ Deno.test("a truncated or foreign checkpoint is a one-line error", async () => {
 
 /** The methods exported, each with its small heads and the trainer settings that rebuild its model. */
 const EXPORTED: Record<string, { flags: string[]; settings: Record<string, unknown> }> = {
-  simclr: { flags: [], settings: { nceSize: 128, nceTemperature: 0.1 } },
+  simclr: { flags: [], settings: { method: "simclr", nceSize: 128, nceTemperature: 0.1 } },
   vicreg: {
     flags: ["--method", "vicreg", "--projector-widths", "32-32-16"],
     settings: { method: "vicreg", projectorWidths: "32-32-16", invarianceWeight: 25, varianceWeight: 25, covarianceWeight: 1 },
