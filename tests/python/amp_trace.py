@@ -106,8 +106,11 @@ def main(method, precision, out, device="cpu"):
             h1, h2 = backbone(v1), backbone(v2)
             nt_xent(head(h1), head(h2))
         elif method == "vicreg":
-            h1, h2 = backbone(v1), backbone(v2)
-            vicreg(head(h1), head(h2))
+            # One view after the other through backbone and expander, as the authors' forward (and selfsup's).
+            h1 = backbone(v1)
+            z1 = head(h1)
+            h2 = backbone(v2)
+            vicreg(z1, head(h2))
         else:
             h1, p1 = (lambda h: (h, predictor(head(h))))(backbone(v1))
             h2, p2 = (lambda h: (h, predictor(head(h))))(backbone(v2))
