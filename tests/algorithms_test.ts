@@ -26,7 +26,7 @@ function assertClose(report: Report, tol: number, expectKeys: string[]): void {
 }
 
 /** The new methods' losses are written from their papers in methods_reference.py. */
-const METHOD_LOSSES = ["mocoV3", "barlowTwins"];
+const METHOD_LOSSES = ["mocoV3", "barlowTwins", "vicreg"];
 
 async function parity(kind: "loss" | "optimizer", spec: Record<string, unknown>): Promise<Report> {
   using dir = tempDir();
@@ -49,6 +49,9 @@ const lossCases = [
   { loss: "mocoV3", temperature: 1.0, batch: 6, dim: 16, seed: 6, replicas: 3, offset: 6 },
   { loss: "barlowTwins", lambd: 0.005, batch: 16, dim: 32 },
   { loss: "barlowTwins", lambd: 0.0051, batch: 6, dim: 24, seed: 4 },
+  // The authors' weights; then others, on a batch where some dimensions' hinge is active and some not.
+  { loss: "vicreg", sim: 25, std: 25, cov: 1, batch: 16, dim: 32 },
+  { loss: "vicreg", sim: 2, std: 7, cov: 0.5, batch: 5, dim: 12, seed: 5 },
 ];
 for (const spec of lossCases) {
   Deno.test({

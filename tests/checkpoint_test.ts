@@ -11,12 +11,18 @@ import { python, runCli, runPython, tempDir, trainerConfig } from "./helpers.ts"
 
 const base = [
   "train", "--num-replicas", "1", "--arch", "resnet18", "--representation-size", "512",
-  "--head-latent-size", "64", "--projection-size", "32", "--image-size-override", "32", "--no-small-stem", "--batch-size", "32",
+  "--head-latent-size", "64", "--image-size-override", "32", "--no-small-stem", "--batch-size", "32",
   "--epochs", "2", "--warmup", "1", "--seed", "3", "--polyak-ema", "0.9", "--uid", "resume", "--no-cuda",
 ];
+/** The methods resumed, each with its small heads; BYOL's target and VICReg's expander are in the checkpoint. */
+const RESUMED: Record<string, string[]> = {
+  byol: ["--method", "byol", "--projection-size", "32"],
+  mocov3: ["--method", "mocov3", "--projection-size", "32"],
+  vicreg: ["--method", "vicreg", "--projector-widths", "64-64-32"],
+};
 
-async function trainRun(method: string, data: string, dir: string, env: Record<string, string> = {}) {
-  const args = [...base, "--method", method, "--data-dir", data, "--model-dir", join(dir, "models"), "--log-dir", join(dir, "runs")];
+async function trainRun(data: string, dir: string, env: Record<string, string> = {}, method = "byol") {
+  const args = [...base, ...RESUMED[method], "--data-dir", data, "--model-dir", join(dir, "models"), "--log-dir", join(dir, "runs")];
   const out = await new Deno.Command(Deno.execPath(), {
     args: ["run", "--allow-all", "--quiet", join(import.meta.dirname!, "..", "cli", "main.ts"), ...args],
     env,
@@ -34,25 +40,25 @@ function lastCheckpoint(modelDir: string) {
   return { side: s, tensors: readSafetensors(join(modelDir, s.weights)).tensors };
 }
 
-// The momentum targets of BYOL and MoCo v3 (whose schedule runs one step ahead).
-for (const method of ["byol", "mocov3"]) {
-  Deno.test(`resume after SIGTERM continues bit-for-bit: weights, ${method}'s momentum target, optimizer, Polyak and loss-scaler state`, async () => {
+for (const method of Object.keys(RESUMED)) {
+  const what = method === "vicreg" ? "weights, vicreg's heads" : `weights, ${method}'s momentum target`;
+  Deno.test(`resume after SIGTERM continues bit-for-bit (${method}): ${what}, optimizer, Polyak and loss-scaler state`, async () => {
     using dir = tempDir();
     const data = join(dir.path, "data");
     await writeDemoDataset(data, { trainPerClass: 16, testPerClass: 3 });
     // A loss scaler on fp32 gradients (fp16 needs a GPU), started high
     // enough that steps overflow and are skipped on both sides of the stop.
     const scaler = { SELFSUP_LOSS_SCALER: JSON.stringify({ initScale: 2 ** 127, growthInterval: 2 }) };
-    const straight = await trainRun(method, data, join(dir.path, "a"), scaler);
+    const straight = await trainRun(data, join(dir.path, "a"), scaler, method);
     assert.equal(straight.code, 0, straight.stderr);
     // 5 steps an epoch: stop in the middle of the first epoch, then resume.
-    const stopped = await trainRun(method, data, join(dir.path, "b"), { ...scaler, SELFSUP_SIGTERM_AFTER_STEPS: "3" });
+    const stopped = await trainRun(data, join(dir.path, "b"), { ...scaler, SELFSUP_SIGTERM_AFTER_STEPS: "3" }, method);
     assert.equal(stopped.code, 0, stopped.stderr);
     assert.match(stopped.stderr, /SIGTERM: finishing the current step/);
     // The signal is handled while a step is in flight; that step completes.
     const at = stopped.stdout.match(/saved the last checkpoint at epoch 1, batch (\d+)/);
     assert.ok(at && Number(at[1]) >= 3 && Number(at[1]) < 5, stopped.stdout);
-    const resumed = await trainRun(method, data, join(dir.path, "b"), scaler);
+    const resumed = await trainRun(data, join(dir.path, "b"), scaler, method);
     assert.equal(resumed.code, 0, resumed.stderr);
     assert.match(resumed.stdout, new RegExp(`resumed .* at epoch 1, batch ${at[1]} \\(step ${at[1]}\\)`));
 
@@ -61,7 +67,8 @@ for (const method of ["byol", "mocov3"]) {
     assert.equal(a.side.step, 10);
     assert.deepEqual([b.side.epoch, b.side.batch, b.side.step], [a.side.epoch, a.side.batch, a.side.step]);
     assert.deepEqual([...b.tensors.keys()], [...a.tensors.keys()]);
-    for (const prefix of ["model.target.", "optim.", "polyak.", "model.backbone.", "amp.scale", "amp.growth_tracker"]) {
+    const target = method === "vicreg" ? [] : ["model.target."];
+    for (const prefix of [...target, "model.head.", "optim.", "polyak.", "model.backbone.", "amp.scale", "amp.growth_tracker"]) {
       assert.ok([...a.tensors.keys()].some((k) => k.startsWith(prefix)), `checkpoint holds ${prefix}*`);
     }
     for (const [k, t] of a.tensors) assert.deepEqual(b.tensors.get(k)!.data, t.data, `${k} differs after resume`);
@@ -117,8 +124,17 @@ Deno.test("a truncated or foreign checkpoint is a one-line error", async () => {
   await trainer.loadCheckpoint(good);
 });
 
-// SimCLR's online backbone, and MoCo v3's momentum encoder (--weights target).
-for (const [method, weights] of [["simclr", "online"], ["mocov3", "target"]] as const) {
+/**
+ * The methods exported, each with its small heads, the trainer settings that
+ * rebuild its model, and the weights exported: SimCLR's and VICReg's online
+ * backbone, MoCo v3's momentum encoder (--weights target).
+ */
+const EXPORTED: Record<string, { flags: string[]; settings: Record<string, unknown>; weights: "online" | "target" }> = {
+  simclr: { flags: [], settings: { method: "simclr" }, weights: "online" },
+  mocov3: { flags: ["--method", "mocov3", "--projection-size", "32"], settings: { method: "mocov3", projectionSize: 32 }, weights: "target" },
+  vicreg: { flags: ["--method", "vicreg", "--projector-widths", "32-32-16"], settings: { method: "vicreg", projectorWidths: "32-32-16" }, weights: "online" },
+};
+for (const [method, { flags, settings, weights }] of Object.entries(EXPORTED)) {
   Deno.test({
     name: `export (${method}, --weights ${weights}): torchvision's resnet18 loads the backbone (only fc.* missing) and gives selfsup's features`,
     ignore: python === "",
@@ -128,9 +144,9 @@ for (const [method, weights] of [["simclr", "online"], ["mocov3", "target"]] as 
       await writeDemoDataset(data, { trainPerClass: 8, testPerClass: 2 });
       const models = join(dir.path, "models");
       const r = await runCli([
-        "train", "--method", method, "--num-replicas", "1", "-a", "resnet18", "--representation-size", "512", "--head-latent-size", "32",
+        "train", "--num-replicas", "1", "-a", "resnet18", "--representation-size", "512", "--head-latent-size", "32",
         "--image-size-override", "32", "--no-small-stem", "--batch-size", "16", "--epochs", "2", "--warmup", "1", "--data-dir", data,
-        "--model-dir", models, "--log-dir", join(dir.path, "runs"), "--no-cuda",
+        "--model-dir", models, "--log-dir", join(dir.path, "runs"), "--no-cuda", ...flags,
       ]);
       assert.equal(r.code, 0, r.stderr);
       const side = [...Deno.readDirSync(models)].find((e) => e.name.endsWith(".last.json"))!.name;
@@ -145,7 +161,7 @@ for (const [method, weights] of [["simclr", "online"], ["mocov3", "target"]] as 
       const x = new Float32Array(2 * 3 * 32 * 32).map((_, i) => (i * 7919 % 1000) / 1000);
       writeSafetensors(images, [["images", tensorOf([2, 3, 32, 32], x)]]);
       using trainer = await Trainer.create(trainerConfig({
-        device: "cpu", arch: "resnet18", representationSize: 512, headLatentSize: 32, nceSize: 128, nceTemperature: 0.1,
+        device: "cpu", arch: "resnet18", representationSize: 512, headLatentSize: 32, ...settings,
         numClasses: 10, optimizer: "lars_momentum", weightDecay: 1e-6,
       }));
       if (weights === "online") {

@@ -22,13 +22,14 @@ Deno.test("--help shows each command's own defaults: the demo's are not train's"
   const help = async (cmd: string) => (await runCli([cmd, "--help"])).stdout.replace(/\s+/g, " ");
   const [train, demo] = [await help("train"), await help("demo")];
   assert.match(train, /--batch-size <n> global batch size, split over replicas \(default: 256; a data set with fewer/);
-  assert.match(train, /--epochs <n> number of epochs \(default: simclr 3000, byol 3000, mocov3 100, barlowtwins 3000\)/);
-  assert.match(train, /--lr <lr> .* \(default: simclr 0\.3, byol 0\.2, mocov3 0\.6, barlowtwins 0\.2\)/);
-  assert.match(train, /--head-latent-size <n> .* \(default: simclr 1024, byol 4096, mocov3 4096, barlowtwins 1024\)/);
-  assert.match(train, /--method <name> simclr, byol, mocov3 or barlowtwins \(default: simclr\)/);
+  assert.match(train, /--epochs <n> number of epochs \(default: simclr 3000, byol 3000, mocov3 100, barlowtwins 3000, vicreg 3000\)/);
+  assert.match(train, /--lr <lr> .* \(default: simclr 0\.3, byol 0\.2, mocov3 0\.6, barlowtwins 0\.2, vicreg 0\.2\)/);
+  assert.match(train, /--head-latent-size <n> .* \(default: simclr 1024, byol 4096, mocov3 4096, barlowtwins 1024, vicreg 1024\)/);
+  assert.match(train, /--method <name> simclr, byol, mocov3, barlowtwins or vicreg \(default: simclr\)/);
   // A setting of some methods shows only their defaults.
   assert.match(train, /--nce-temperature <t> .* \(default: simclr 0\.1, mocov3 1\)/);
   assert.match(train, /--base-decay <tau> .* \(default: byol 0\.996, mocov3 0\.99\)/);
+  assert.match(train, /--variance-weight <mu> VICReg: .* \(default: 25\)/);
   assert.match(train, /--arch <name> .* \(default: resnet18 for images of 64 px or less, else resnet50\)/);
   assert.match(demo, /--batch-size <n> global batch size, split over replicas \(default: 128\)/);
   assert.match(demo, /--epochs <n> number of epochs \(default: 12\)/);
@@ -44,8 +45,14 @@ Deno.test("the CLI rejects a malformed number in one line", async () => {
   assert.ok(!r.stderr.includes("    at "), "no stack trace");
 });
 
-// Barlow Twins with a small projector (the paper's 8192-8192-8192 is for ImageNet).
-const shortRuns = [["simclr", []], ["byol", []], ["mocov3", ["--projection-size", "32"]], ["barlowtwins", ["--projector-widths", "64-64-64"]]] as const;
+// Barlow Twins and VICReg with a small projector (the papers' 8192-8192-8192 is for ImageNet).
+const shortRuns = [
+  ["simclr", []],
+  ["byol", []],
+  ["mocov3", ["--projection-size", "32"]],
+  ["barlowtwins", ["--projector-widths", "64-64-64"]],
+  ["vicreg", ["--projector-widths", "64-64-64"]],
+] as const;
 for (const [method, extra] of shortRuns) {
   const name = new RegExp(`^${method}-r18-data-[0-9a-f]{8}\\.`);
   Deno.test(`a short ${method} run on the demo data trains, evaluates and saves its weights`, async () => {

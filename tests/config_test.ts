@@ -72,8 +72,11 @@ Deno.test("contradictions given explicitly stay one-line ConfigErrors", () => {
     [{ projectionSize: 128 }, /--projection-size belongs to --method byol or mocov3, not simclr/],
     [{ method: "mocov3", byolLoss: "reference" }, /--byol-loss belongs to --method byol, not mocov3/],
     [{ offDiagonalWeight: 0.01 }, /--off-diagonal-weight belongs to --method barlowtwins, not simclr/],
+    [{ method: "barlowtwins", varianceWeight: 1 }, /--variance-weight belongs to --method vicreg, not barlowtwins/],
+    [{ projectorWidths: "64-64" }, /--projector-widths belongs to --method barlowtwins or vicreg, not simclr/],
+    [{ method: "vicreg", covarianceWeight: -1 }, /--covariance-weight must be >= 0, got -1/],
     [{ method: "barlowtwins", projectorWidths: "8192-0" }, /--projector-widths must be widths joined by -, such as 8192-8192-8192, got 8192-0/],
-    [{ method: "moco" as never }, /--method must be simclr, byol, mocov3 or barlowtwins, got moco/],
+    [{ method: "moco" as never }, /--method must be simclr, byol, mocov3, barlowtwins or vicreg, got moco/],
     [{ batchSize: 100, numReplicas: 8 }, /--batch-size 100 is not divisible by --num-replicas 8/],
     [{ arch: "resnet18", representationSize: 2048 }, /--representation-size 2048 does not match resnet18's 512 features; use --representation-size 512/],
     [{ arch: "resnet18", baseWidth: 32, representationSize: 512 }, /--representation-size 512 does not match resnet18 with --base-width 32's 256 features; use --representation-size 256/],
@@ -109,17 +112,22 @@ Deno.test("--print-config prints the resolved configuration as JSON and exits 0"
   assert.equal(s.runName, "x_tmaimfolder_bs4096_e3000_iso224_ar50_rs2048_ns128_hls1024_nt0.1_cjs1_wd1e-06_l0.3_luscos_w10_olmom_nr1");
 });
 
-Deno.test("--method barlowtwins --print-config shows its defaults (Zbontar et al. 2021) and not the other methods' settings", async () => {
-  const r = await runCli(["train", "--print-config", "--method", "barlowtwins", "--data-dir", "/nonexistent"]);
+/** `train --print-config` with `flags` (no data needed), parsed. */
+async function printedConfig(...flags: string[]) {
+  const r = await runCli(["train", "--print-config", ...flags, "--data-dir", "/nonexistent"]);
   assert.equal(r.code, 0, r.stderr);
-  const c = JSON.parse(r.stdout);
+  return JSON.parse(r.stdout);
+}
+
+Deno.test("--method barlowtwins --print-config shows its defaults (Zbontar et al. 2021) and not the other methods' settings", async () => {
+  const c = await printedConfig("--method", "barlowtwins");
   assert.equal(c.method, "barlowtwins");
   assert.equal(c.projectorWidths, "8192-8192-8192");
   assert.equal(c.offDiagonalWeight, 0.005);
   assert.equal(c.lr, 0.2);
   for (const k of ["nceSize", "nceTemperature", "projectionSize", "baseDecay", "byolLoss"]) assert.ok(!(k in c), `${k} is not shown`);
   assert.match(c.runName, /^barlowtwins-/);
-  const simclr = JSON.parse((await runCli(["train", "--print-config", "--data-dir", "/nonexistent"])).stdout);
+  const simclr = await printedConfig();
   assert.ok(!("projectorWidths" in simclr) && !("offDiagonalWeight" in simclr));
 });
 
@@ -146,6 +154,19 @@ Deno.test("MoCo v3's momentum runs one step ahead of BYOL's schedule (the update
   // m(e) = 1 − (1 − m₀)(1 + cos(πe/E))/2 (main_moco.py adjust_moco_momentum); its last update uses m(E) = 1.
   assert.ok(Math.abs(byolTau(0.99, 0 + 1, 100) - (1 - 0.01 * (1 + Math.cos(Math.PI / 100)) / 2)) < 1e-15);
   assert.equal(byolTau(0.99, 99 + 1, 100), 1);
+});
+
+Deno.test("--method vicreg --print-config shows its defaults (Bardes et al. 2022) and not the other methods' settings", async () => {
+  const c = await printedConfig("--method", "vicreg");
+  assert.equal(c.method, "vicreg");
+  assert.equal(c.projectorWidths, "8192-8192-8192");
+  assert.deepEqual([c.invarianceWeight, c.varianceWeight, c.covarianceWeight], [25, 25, 1]);
+  assert.deepEqual([c.lr, c.optimizer, c.warmup, c.weightDecay], [0.2, "lars_momentum", 10, 1e-6]);
+  assert.deepEqual([c.blurProb, c.solarizeProb], [[1, 0.1], [0, 0.2]]);
+  for (const k of ["nceSize", "nceTemperature", "projectionSize", "baseDecay", "byolLoss", "offDiagonalWeight"]) assert.ok(!(k in c), `${k} is not shown`);
+  assert.match(c.runName, /^vicreg-/);
+  const barlow = await printedConfig("--method", "barlowtwins");
+  assert.ok(!("invarianceWeight" in barlow) && !("varianceWeight" in barlow) && !("covarianceWeight" in barlow));
 });
 
 Deno.test("--print-config rejects contradictory flags in one line with exit 1", async () => {

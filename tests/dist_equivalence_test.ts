@@ -169,7 +169,7 @@ function assertTrained(r: Run, what: string): void {
   );
 }
 
-for (const method of ["simclr", "byol", "mocov3", "barlowtwins"]) {
+for (const method of ["simclr", "byol", "mocov3", "barlowtwins", "vicreg"]) {
   for (const syncBn of [false, true]) {
     const label = `${method}, ${syncBn ? "SyncBN" : "per-replica BatchNorm"}`;
     Deno.test(`2 replicas x batch 8 train exactly as 1 x batch 16: ${label}`, async () => {

@@ -116,3 +116,55 @@ Deno.test({
     assert.deepEqual(bad, [], `relative error above ${tol}`);
   },
 });
+
+// VICReg through the whole model: torchvision's resnet18 and the authors'
+// expander (biases before BatchNorm, none on the last Linear) from the same
+// initial weights, the loss of methods_reference.py, in float32 at the
+// default layout. The LARS update that follows is compared on its own in
+// algorithms_test.ts.
+for (const [widths, weights] of [["64-64-32", [25, 25, 1]], ["48-16", [2, 7, 0.5]]] as const) {
+  Deno.test({
+    name: `VICReg loss and gradients match PyTorch (resnet18, expander ${widths}, weights ${weights.join("/")})`,
+    ignore: python === "",
+    async fn() {
+      using dir = tempDir();
+      const f = (n: string) => join(dir.path, n);
+      const [invarianceWeight, varianceWeight, covarianceWeight] = weights;
+      using trainer = await Trainer.create(trainerConfig({
+        method: "vicreg",
+        device: "cpu",
+        arch: "resnet18",
+        representationSize: 512,
+        headLatentSize: 32,
+        projectorWidths: widths,
+        invarianceWeight,
+        varianceWeight,
+        covarianceWeight,
+        numClasses: 5,
+        optimizer: "lars_momentum",
+        weightDecay: 1e-6,
+        seed: 12,
+      }));
+      await trainer.saveWeights(f("weights.safetensors"));
+      const py = (args: string[]) => runPython("vicreg_reference.py", args);
+      await py(["make", f("weights.safetensors"), f("inputs.safetensors"), f("reference.safetensors"), widths, ...weights.map(String), "channels_last"]);
+      await trainer.debugGradients(f("inputs.safetensors"), f("native.safetensors"));
+      const report = JSON.parse(await py(["compare", f("reference.safetensors"), f("native.safetensors")])) as {
+        errors: Record<string, { rel: number; abs: number; scale: number }>;
+        unmatched: string[];
+      };
+      assert.deepEqual(report.unmatched, [], "the same tensors on both sides");
+      const last = `grad.head.${3 * (widths.split("-").length - 1)}.weight`;
+      for (const key of ["loss", "ssl_loss", "linear_loss", "grad.backbone.conv1.weight", "grad.head.0.weight", last]) {
+        assert.ok(key in report.errors, `${key} compared`);
+      }
+      // The hidden Linears' biases feed BatchNorm: their gradient is 0 in exact arithmetic (see above).
+      // Linears are at indices 0, 3, 6, … of the nn.Sequential, their BatchNorms at 1, 4, ….
+      const beforeBn = Object.keys(report.errors).filter((k) => /^grad\.head\.\d+\.bias$/.test(k) && Number(k.split(".")[2]) % 3 === 0);
+      assert.ok(beforeBn.length === widths.split("-").length - 1, beforeBn.join(", "));
+      for (const k of beforeBn) assert.ok(report.errors[k].scale < 1e-6 && report.errors[k].abs < 1e-6, `${k} is ~0 on both sides`);
+      const worst = Object.entries(report.errors).filter(([k, e]) => !beforeBn.includes(k) && !(e.rel <= TOLERANCE));
+      assert.deepEqual(worst, [], `relative error above ${TOLERANCE}`);
+    },
+  });
+}

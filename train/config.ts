@@ -60,10 +60,14 @@ export interface Config extends Launch {
   baseDecay: number;
   /** BYOL only. */
   byolLoss: "paper" | "reference";
-  /** Barlow Twins only: projector widths after the backbone, `8192-8192-8192`. */
+  /** Barlow Twins and VICReg: projector (VICReg's expander) widths after the backbone, `8192-8192-8192`. */
   projectorWidths: string;
   /** Barlow Twins only: λ, the weight of the cross-correlation's off-diagonal terms. */
   offDiagonalWeight: number;
+  /** VICReg only: the weights λ, μ, ν of the invariance, variance and covariance terms (the authors' --sim-coeff, --std-coeff, --cov-coeff). */
+  invarianceWeight: number;
+  varianceWeight: number;
+  covarianceWeight: number;
   weightInitialization: string | null;
   modelDir: string;
   colorJitterStrength: number;
@@ -225,7 +229,7 @@ export const METHODS = {
       projectorWidths: {
         default: "8192-8192-8192",
         flags: "--projector-widths <w-w-w>",
-        help: "Barlow Twins: projector widths after the backbone, joined by -",
+        help: "Barlow Twins, VICReg: projector (expander) widths after the backbone, joined by -",
         check: (v: string) => /^[1-9]\d*(-[1-9]\d*)*$/.test(v) ? null : `must be widths joined by -, such as 8192-8192-8192, got ${v}`,
         shapesModel: true,
       },
@@ -238,6 +242,37 @@ export const METHODS = {
       },
     },
     lossTag: "barlow-loss",
+    momentumTarget: false,
+  },
+  // Bardes, Ponce, LeCun 2022 and facebookresearch/vicreg (docs/METHODS.md):
+  // base lr 0.2 (× batch/256, LARS) and the authors' asymmetric blur and solarisation.
+  vicreg: {
+    defaults: { lr: 0.2, blurProb: [1.0, 0.1], solarizeProb: [0, 0.2] },
+    own: {
+      invarianceWeight: {
+        default: 25,
+        flags: "--invariance-weight <lambda>",
+        help: "VICReg: weight λ of the invariance (mean squared distance) term; the authors' --sim-coeff",
+        parse: "float",
+        check: nonNegative,
+      },
+      varianceWeight: {
+        default: 25,
+        flags: "--variance-weight <mu>",
+        help: "VICReg: weight μ of the variance (standard-deviation hinge) term; the authors' --std-coeff",
+        parse: "float",
+        check: nonNegative,
+      },
+      covarianceWeight: {
+        default: 1,
+        flags: "--covariance-weight <nu>",
+        help: "VICReg: weight ν of the covariance (off-diagonal) term; the authors' --cov-coeff",
+        parse: "float",
+        check: nonNegative,
+      },
+    },
+    uses: ["projectorWidths"],
+    lossTag: "vicreg-loss",
     momentumTarget: false,
   },
 } as const satisfies Record<string, MethodSpec>;

@@ -1,7 +1,7 @@
 //! Entry points for the parity tests against PyTorch: each reads tensors
 //! from a safetensors file, runs one piece of selfsup on them, and writes
 //! the results to another, so a Python script can compare.
-use crate::losses::{barlow_twins, byol_loss, moco_v3, nt_xent, Gathered, LossNorm};
+use crate::losses::{barlow_twins, byol_loss, moco_v3, nt_xent, vicreg, Gathered, LossNorm, VicRegWeights};
 use crate::nn::init::Init;
 use crate::nn::resnet::ResNet;
 use crate::optim::{self, Param};
@@ -35,6 +35,8 @@ enum LossSpec {
     MocoV3 { temperature: f64, offset: Option<i64> },
     /// z1, z2: the whole batch.
     BarlowTwins { lambd: f64 },
+    /// z1, z2: the whole batch.
+    Vicreg { sim: f64, std: f64, cov: f64 },
 }
 
 /// A loss and its gradients with respect to every input.
@@ -81,6 +83,10 @@ pub fn loss(spec: &str, input: &Path, output: &Path) -> Result<()> {
         LossSpec::BarlowTwins { lambd } => {
             let (z1, z2) = (leaf("z1")?, leaf("z2")?);
             (barlow_twins(&z1, &z2, lambd)?, vec![("z1", z1), ("z2", z2)])
+        }
+        LossSpec::Vicreg { sim, std, cov } => {
+            let (z1, z2) = (leaf("z1")?, leaf("z2")?);
+            (vicreg(&z1, &z2, VicRegWeights { sim, std, cov })?, vec![("z1", z1), ("z2", z2)])
         }
     };
     value.f_backward()?;
@@ -207,11 +213,12 @@ pub fn check_amp_policy(device: Device, precision: &str) -> Result<Tensor> {
         Ok(())
     };
     let mut last = Tensor::f_zeros([], (Kind::Float, Device::Cpu))?;
-    for method in ["simclr", "byol", "mocov3", "barlowtwins"] {
+    for method in ["simclr", "byol", "mocov3", "barlowtwins", "vicreg"] {
         let cfg: ModelConfig = serde_json::from_value(serde_json::json!({
             "method": method, "arch": "resnet18", "representationSize": 512, "headLatentSize": 32,
             "baseWidth": 64, "nceSize": 16, "nceTemperature": 0.1, "projectionSize": 16, "byolLoss": "paper",
-            "projectorWidths": "32-32-16", "offDiagonalWeight": 0.005, "numClasses": 4, "optimizer": "lars_momentum",
+            "projectorWidths": "32-32-16", "offDiagonalWeight": 0.005,
+            "invarianceWeight": 25.0, "varianceWeight": 25.0, "covarianceWeight": 1.0, "numClasses": 4, "optimizer": "lars_momentum",
             "weightDecay": 1e-4, "seed": 1, "precision": precision,
         }))?;
         let mut m = Model::new(cfg, device)?;
@@ -274,7 +281,8 @@ pub fn amp_trace(spec: &str, _input: &Path, output: &Path) -> Result<()> {
     let cfg: ModelConfig = serde_json::from_value(serde_json::json!({
         "method": spec.method, "arch": "resnet18", "representationSize": 512, "headLatentSize": 32,
         "baseWidth": 64, "nceSize": 16, "nceTemperature": 0.1, "projectionSize": 16, "byolLoss": "paper",
-        "projectorWidths": "32-32-16", "offDiagonalWeight": 0.005, "numClasses": 4, "optimizer": "momentum",
+        "projectorWidths": "32-32-16", "offDiagonalWeight": 0.005,
+        "invarianceWeight": 25.0, "varianceWeight": 25.0, "covarianceWeight": 1.0, "numClasses": 4, "optimizer": "momentum",
         "weightDecay": 1e-4, "seed": 1, "precision": spec.precision,
     }))?;
     let device = match spec.device.as_deref().unwrap_or("cpu") {

@@ -1,5 +1,5 @@
 //! The self-supervised losses (NT-Xent, BYOL's regression, MoCo v3's
-//! InfoNCE, Barlow Twins') and the probe's top-k accuracy. Under mixed precision each runs in fp32,
+//! InfoNCE, Barlow Twins', VICReg's) and the probe's top-k accuracy. Under mixed precision each runs in fp32,
 //! autocast suspended (amp.rs).
 use crate::amp::{full, Autocast};
 use anyhow::Result;
@@ -163,4 +163,43 @@ pub fn barlow_twins(z1: &Tensor, z2: &Tensor, lambda: f64) -> Result<Tensor> {
     let on_diag = (c.f_diagonal(0, 0, 1)? - 1.0).f_pow_tensor_scalar(2)?.f_sum(z1.kind())?;
     let off_diag = (c.f_pow_tensor_scalar(2)? * (eye.f_neg()? + 1.0)).f_sum(z1.kind())?;
     Ok(on_diag + off_diag * lambda)
+}
+
+/// VICReg's weights: λ on the invariance, μ on the variance and ν on the
+/// covariance term (`--invariance-weight`, `--variance-weight`,
+/// `--covariance-weight`; the authors' `--sim-coeff`, `--std-coeff`,
+/// `--cov-coeff`).
+#[derive(Clone, Copy, Debug)]
+pub struct VicRegWeights {
+    pub sim: f64,
+    pub std: f64,
+    pub cov: f64,
+}
+
+/// VICReg's loss (Bardes et al. 2022, Algorithm 1, in the authors' code's
+/// form: docs/METHODS.md): λ·MSE(z1, z2) + μ·(v(z1) + v(z2))/2 + ν·(c(z1) +
+/// c(z2)), v the mean hinge max(0, 1 − √(Var + 1e-4)) on each dimension's
+/// unbiased standard deviation, c the sum of the squared off-diagonal
+/// covariances over the dimension. The code halves the variance terms,
+/// the paper does not. `z1`, `z2` are the whole (global) batch: with
+/// several replicas, the gathered embeddings, so all three terms and their
+/// gradients are the single-process ones.
+pub fn vicreg(z1: &Tensor, z2: &Tensor, w: VicRegWeights) -> Result<Tensor> {
+    let _fp32 = Autocast::suspend(z1.device())?;
+    let (z1, z2) = (full(z1)?, full(z2)?);
+    let invariance = z1.f_mse_loss(&z2, Reduction::Mean)?;
+    let (n, d) = (z1.size()[0], z1.size()[1]);
+    let eye = Tensor::f_eye(d, (z1.kind(), z1.device()))?;
+    let terms = |z: &Tensor| -> Result<(Tensor, Tensor)> {
+        let centred = z - z.f_mean_dim(0, true, z.kind())?;
+        // A batch of one (a last test batch) has no spread: 0, not 0/0.
+        let cov = centred.f_transpose(0, 1)?.f_matmul(&centred)?.f_div_scalar((n - 1).max(1) as f64)?;
+        crate::amp::trace("covariance", &cov);
+        let std = cov.f_diagonal(0, 0, 1)?.f_add_scalar(1e-4)?.f_sqrt()?;
+        let variance = (std.f_neg()? + 1.0).f_relu()?.f_mean(z.kind())?;
+        let off_diag = (cov.f_pow_tensor_scalar(2)? * (eye.f_neg()? + 1.0)).f_sum(z.kind())?.f_div_scalar(d as f64)?;
+        Ok((variance, off_diag))
+    };
+    let ((v1, c1), (v2, c2)) = (terms(&z1)?, terms(&z2)?);
+    Ok(invariance * w.sim + (v1 + v2) * (w.std / 2.0) + (c1 + c2) * w.cov)
 }

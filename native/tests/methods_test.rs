@@ -1,5 +1,6 @@
-//! BYOL's target network, Barlow Twins' projector, the Polyak average
-//! and the init schemes.
+//! BYOL's target network, Barlow Twins' projector, VICReg's expander and
+//! loss, the Polyak average and the init schemes.
+use selfsup_native::losses::{vicreg, VicRegWeights};
 use selfsup_native::model::{Model, ModelConfig};
 use selfsup_native::nn::init::{Init, Scheme};
 use tch::{Device, Kind, Tensor};
@@ -8,7 +9,7 @@ fn config(method: &str) -> ModelConfig {
     serde_json::from_value(serde_json::json!({
         "method": method, "arch": "resnet18", "representationSize": 512, "headLatentSize": 32,
         "baseWidth": 64, "precision": "fp32", "nceSize": 16, "nceTemperature": 0.1, "projectionSize": 16, "byolLoss": "paper",
-        "projectorWidths": "24-24-8", "offDiagonalWeight": 0.005,
+        "projectorWidths": "24-24-8", "offDiagonalWeight": 0.005, "invarianceWeight": 25.0, "varianceWeight": 25.0, "covarianceWeight": 1.0,
         "numClasses": 3, "optimizer": "momentum",
         "weightDecay": 0.0, "seed": 4, "polyakEma": 0.5
     }))
@@ -107,27 +108,68 @@ fn init_schemes_have_torch_nn_init_statistics() {
     assert!(Scheme::parse("he").is_err());
 }
 
-#[test]
-fn barlow_twins_has_a_bias_free_projector_as_the_authors_and_no_target() {
-    let mut m = Model::new(config("barlowtwins"), Device::Cpu).unwrap();
+/// A method built on `Projected` (24-24-8 here): the variables it has and
+/// has not, no momentum target, a finite SSL loss and a trained projector.
+fn check_projected(method: &str, present: &[(&str, Vec<i64>)], absent: &[&str]) -> f64 {
+    let mut m = Model::new(config(method), Device::Cpu).unwrap();
     let vars = m.vs.variables();
-    for (name, shape) in [("head.0.weight", vec![24, 512]), ("head.1.weight", vec![24]), ("head.3.weight", vec![24, 24]), ("head.6.weight", vec![8, 24])] {
-        assert_eq!(vars[name].size(), shape, "{name}");
+    for (name, shape) in present {
+        assert_eq!(&vars[*name].size(), shape, "{method}: {name}");
     }
-    for name in ["head.0.bias", "head.3.bias", "head.6.bias", "head.7.weight"] {
-        assert!(!vars.contains_key(name), "{name} should not exist");
+    for name in absent {
+        assert!(!vars.contains_key(*name), "{method}: {name} should not exist");
     }
     assert!(!vars.keys().any(|n| n.starts_with("target.")), "no momentum target");
     assert!(m.features(&batch().0, "target").is_err(), "--weights target is refused");
     let (v1, v2, labels) = batch();
     let metrics = m.train_losses(&v1, &v2, &labels).unwrap();
     let ssl = metrics.ssl_loss.double_value(&[]);
-    // Σ(1 − c_ii)² over 8 features: between 0 and 8·4 for correlations in [−1, 1], plus λ·off-diagonal.
-    assert!(ssl.is_finite() && ssl > 0.0, "{ssl}");
+    assert!(ssl.is_finite(), "{method}: {ssl}");
     m.backward(&metrics).unwrap();
     let before = var(&m, "head.6.weight");
     m.update(0.1, 0.0).unwrap();
-    assert!(var(&m, "head.6.weight").not_equal_tensor(&before).any().int64_value(&[]) == 1, "the projector is trained");
+    assert!(var(&m, "head.6.weight").not_equal_tensor(&before).any().int64_value(&[]) == 1, "{method}: the projector is trained");
+    ssl
+}
+
+#[test]
+fn barlow_twins_has_a_bias_free_projector_as_the_authors_and_no_target() {
+    let present = [("head.0.weight", vec![24, 512]), ("head.1.weight", vec![24]), ("head.3.weight", vec![24, 24]), ("head.6.weight", vec![8, 24])];
+    let ssl = check_projected("barlowtwins", &present, &["head.0.bias", "head.3.bias", "head.6.bias", "head.7.weight"]);
+    // Σ(1 − c_ii)² over 8 features: between 0 and 8·4 for correlations in [−1, 1], plus λ·off-diagonal.
+    assert!(ssl > 0.0, "{ssl}");
+}
+
+#[test]
+fn vicreg_has_the_authors_expander_biases_on_hidden_layers_only_and_no_target() {
+    let present = [("head.0.weight", vec![24, 512]), ("head.0.bias", vec![24]), ("head.1.weight", vec![24]), ("head.3.bias", vec![24]), ("head.6.weight", vec![8, 24])];
+    let ssl = check_projected("vicreg", &present, &["head.6.bias", "head.7.weight"]);
+    // Only the variance hinge is bounded: 0 ≤ μ·hinge ≤ 25; the others are ≥ 0.
+    assert!(ssl >= 0.0, "{ssl}");
+}
+
+#[test]
+fn vicreg_loss_takes_the_values_its_terms_fix() {
+    let w = VicRegWeights { sim: 25.0, std: 25.0, cov: 1.0 };
+    // Columns of a 64×64 Sylvester-Hadamard matrix but the all-ones one:
+    // zero mean, standard deviation √(64/63) > 1 and uncorrelated, so each
+    // term is 0 for identical views.
+    let mut h = Tensor::ones([1, 1], (Kind::Double, Device::Cpu));
+    for _ in 0..6 {
+        h = Tensor::cat(&[Tensor::cat(&[&h, &h], 1), Tensor::cat(&[&h, &(-&h)], 1)], 0);
+    }
+    let z = h.narrow(1, 1, 63);
+    assert!(vicreg(&z, &z, w).unwrap().double_value(&[]).abs() < 1e-12);
+    // Constant embeddings: no invariance or covariance, every dimension's
+    // hinge is 1 − √1e-4 (the authors' code halves each view's term).
+    let c = Tensor::ones([5, 7], (Kind::Double, Device::Cpu));
+    let got = vicreg(&c, &c, w).unwrap().double_value(&[]);
+    assert!((got - 25.0 * (1.0 - 1e-2)).abs() < 1e-12, "{got}");
+    // A batch of one (a last test batch) is finite, not 0/0.
+    assert!(vicreg(&c.narrow(0, 0, 1), &c.narrow(0, 0, 1), w).unwrap().double_value(&[]).is_finite());
+    // The invariance term alone: λ·mean((z1 − z2)²) when the views differ by a constant.
+    let got = vicreg(&z, &(&z + 0.5), VicRegWeights { sim: 2.0, std: 0.0, cov: 0.0 }).unwrap().double_value(&[]);
+    assert!((got - 2.0 * 0.25).abs() < 1e-12, "{got}");
 }
 
 #[test]

@@ -1,15 +1,16 @@
 """torch.autocast's dtype policy on selfsup's model, layer by layer.
 
-  amp_trace.py <simclr|byol|mocov3> <bf16|fp16> <out.json> [cpu|cuda]
+  amp_trace.py <simclr|byol|mocov3|vicreg> <bf16|fp16> <out.json> [cpu|cuda]
 
 Builds the same small model selfsup's `amp_trace` debug entry builds
-(torchvision's resnet18 without fc, the reference programs' heads or MoCo
-v3's bias-free ones, the online linear classifier), runs one training forward and the losses, as
-the reference programs write them, inside torch.autocast(device, dtype),
+(torchvision's resnet18 without fc, the reference programs' heads, MoCo
+v3's bias-free ones or VICReg's expander, the online linear classifier),
+runs one training forward and the losses, as the reference programs (MoCo
+v3, VICReg: the authors') write them, inside torch.autocast(device, dtype),
 and writes the dtype of every layer's output in execution order:
 {"trace": [[kind, dtype], ...]}. Kinds are selfsup's trace names: conv,
 bn, relu, maxpool, avgpool, linear (forward hooks on the modules) and
-normalize, similarity, cross_entropy, regression (the loss steps).
+normalize, similarity, cross_entropy, regression, covariance (the loss steps).
 """
 import copy
 import json
@@ -70,15 +71,39 @@ def regression(p, z):
     return note("regression", (2 - 2 * (l2_normalize(p) * l2_normalize(z)).sum(-1)).mean())
 
 
+def vicreg(z1, z2):
+    # facebookresearch/vicreg's loss (weights 25, 25, 1), each view's
+    # covariance matrix traced as selfsup's losses.rs traces it.
+    inv = F.mse_loss(z1, z2)
+    terms = []
+    for z in (z1, z2):
+        z = z - z.mean(0)
+        cov = note("covariance", z.t() @ z / (z.shape[0] - 1))
+        std = torch.sqrt(torch.diagonal(cov) + 1e-4)
+        off = cov.pow(2).sum() - torch.diagonal(cov).pow(2).sum()
+        terms.append(F.relu(1 - std).mean() / 2 * 25 + off / z.shape[1])
+    return 25 * inv + terms[0] + terms[1]
+
+
+def expander(widths):
+    # The authors' Projector: Linear (bias), BN, ReLU per hidden width, then a Linear without bias.
+    f = [512, *widths]
+    layers = []
+    for i in range(len(f) - 2):
+        layers += [nn.Linear(f[i], f[i + 1]), nn.BatchNorm1d(f[i + 1]), nn.ReLU(True)]
+    return nn.Sequential(*layers, nn.Linear(f[-2], f[-1], bias=False))
+
+
 def main(method, precision, out, device="cpu"):
     torch.manual_seed(1)
     backbone = torchvision.models.resnet18()
     backbone.fc = nn.Identity()
     moco = method == "mocov3"
-    head = mlp(512, 32, 16, method != "byol", moco)
+    # selfsup's amp_trace builds VICReg with --projector-widths 32-32-16.
+    head = expander([32, 32, 16]) if method == "vicreg" else mlp(512, 32, 16, method != "byol", moco)
     classifier = nn.Linear(512, 4)
-    predictor = mlp(16, 32, 16, False, moco) if method != "simclr" else None
-    target = (copy.deepcopy(backbone), copy.deepcopy(head)) if method != "simclr" else None
+    predictor = mlp(16, 32, 16, False, moco) if method in ("byol", "mocov3") else None
+    target = (copy.deepcopy(backbone), copy.deepcopy(head)) if predictor is not None else None
     for m in [backbone, head, classifier, predictor, *(target or [])]:
         if m is not None:
             hooked(m).train().to(device)
@@ -89,6 +114,12 @@ def main(method, precision, out, device="cpu"):
         if method == "simclr":
             h1, h2 = backbone(v1), backbone(v2)
             nt_xent(head(h1), head(h2))
+        elif method == "vicreg":
+            # One view after the other through backbone and expander, as the authors' forward (and selfsup's).
+            h1 = backbone(v1)
+            z1 = head(h1)
+            h2 = backbone(v2)
+            vicreg(z1, head(h2))
         else:
             h1, p1 = (lambda h: (h, predictor(head(h))))(backbone(v1))
             h2, p2 = (lambda h: (h, predictor(head(h))))(backbone(v2))

@@ -40,12 +40,21 @@ def make(weights_path, inputs_path, ref_path):
     labels = torch.randint(0, classes, (b,), generator=g)
     st.save({"view1": v1, "view2": v2, "labels": labels}, inputs_path)
     tau = float(sys.argv[5]) if len(sys.argv) > 5 else 0.1
-    if len(sys.argv) > 6 and sys.argv[6] == "channels_last":
+    layout = sys.argv[6] if len(sys.argv) > 6 else "contiguous"
+    losses_and_gradients(model, v1, v2, labels, lambda z1, z2: nt_xent(z1, z2, tau), layout, ref_path)
+
+
+def losses_and_gradients(model, v1, v2, labels, ssl_loss, layout, ref_path):
+    """What selfsup's debug_gradients writes, for a model with `backbone`,
+    `head` and `linear_classifier`: the SSL loss of the two views' heads,
+    the online classifier's cross-entropy on the detached features, their
+    sum, and the gradient of every parameter."""
+    if layout == "channels_last":
         # selfsup's default layout: conv weights and views NHWC in memory.
         model = model.to(memory_format=torch.channels_last)
         v1, v2 = (v.contiguous(memory_format=torch.channels_last) for v in (v1, v2))
     h1, h2 = model.backbone(v1), model.backbone(v2)
-    ssl = nt_xent(model.head(h1), model.head(h2), tau)
+    ssl = ssl_loss(model.head(h1), model.head(h2))
     logits = model.linear_classifier(torch.cat([h1, h2]).detach())
     ce = F.cross_entropy(logits, torch.cat([labels, labels]))
     loss = ssl + ce

@@ -8,10 +8,9 @@
 //! embeddings are gathered, so the statistics and the cross-correlation are
 //! the global batch's, as their SyncBatchNorm and all_reduce make them (the
 //! gradient here is the exact global one; theirs is 1/replicas of it).
-use super::Method;
+use super::{on_global_batch, Method, Projected};
 use crate::losses::barlow_twins;
 use crate::model::ModelConfig;
-use crate::nn::heads::{parse_sizes, Projector};
 use crate::nn::init::Init;
 use crate::nn::resnet::ResNet;
 use anyhow::Result;
@@ -27,48 +26,31 @@ struct Settings {
 }
 
 pub struct BarlowTwins {
-    backbone: ResNet,
-    projector: Projector,
+    net: Projected,
     lambda: f64,
 }
 
 impl BarlowTwins {
     pub fn new(root: &Path, init: &mut Init, cfg: &ModelConfig, features: i64) -> Result<Self> {
         let s: Settings = cfg.settings()?;
-        let sizes = parse_sizes(&s.projector_widths, "--projector-widths")?;
-        Ok(BarlowTwins {
-            backbone: ResNet::with_width(&(root / "backbone"), init, &cfg.arch, cfg.small_stem, cfg.base_width)?,
-            projector: Projector::new(&(root / "head"), init, features, &sizes, false)?,
-            lambda: s.off_diagonal_weight,
-        })
-    }
-
-    fn loss(&self, z1: &Tensor, z2: &Tensor) -> Result<Tensor> {
-        match crate::dist::gather_views(z1, z2)? {
-            Some((z1_all, z2_all, _)) => barlow_twins(&z1_all, &z2_all, self.lambda),
-            None => barlow_twins(z1, z2, self.lambda),
-        }
+        Ok(BarlowTwins { net: Projected::new(root, init, cfg, features, &s.projector_widths, false)?, lambda: s.off_diagonal_weight })
     }
 }
 
 impl Method for BarlowTwins {
     fn train_forward(&self, v1: &Tensor, v2: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
-        let h1 = self.backbone.forward(v1, true)?;
-        let h2 = self.backbone.forward(v2, true)?;
-        let z1 = self.projector.forward(&h1, true)?;
-        let z2 = self.projector.forward(&h2, true)?;
-        Ok((self.loss(&z1, &z2)?, h1, h2))
+        let ((h1, z1), (h2, z2)) = (self.net.forward(v1, true)?, self.net.forward(v2, true)?);
+        Ok((on_global_batch(&z1, &z2, |a, b| barlow_twins(a, b, self.lambda))?, h1, h2))
     }
 
     /// Eval mode; the test image is both views. The loss standardises with
     /// the batch's own statistics (the authors never evaluate it).
     fn eval_forward(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
-        let h = self.backbone.forward(x, false)?;
-        let z = self.projector.forward(&h, false)?;
+        let (h, z) = self.net.forward(x, false)?;
         Ok((barlow_twins(&z, &z, self.lambda)?, h))
     }
 
     fn backbone(&self) -> &ResNet {
-        &self.backbone
+        &self.net.backbone
     }
 }

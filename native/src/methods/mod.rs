@@ -8,8 +8,10 @@ pub mod byol;
 pub mod moco_v3;
 pub mod momentum;
 pub mod simclr;
+pub mod vicreg;
 
 use crate::model::ModelConfig;
+use crate::nn::heads::{parse_sizes, Projector};
 use crate::nn::init::Init;
 use crate::nn::resnet::ResNet;
 use anyhow::{bail, Result};
@@ -58,6 +60,42 @@ pub fn build(root: &Path, init: &mut Init, cfg: &ModelConfig, features: i64) -> 
         "byol" => Box::new(byol::new(root, init, cfg, features)?),
         "mocov3" => Box::new(moco_v3::new(root, init, cfg, features)?),
         "barlowtwins" => Box::new(barlow_twins::BarlowTwins::new(root, init, cfg, features)?),
-        m => bail!("unknown --method {m:?}; choose simclr, byol, mocov3 or barlowtwins"),
+        "vicreg" => Box::new(vicreg::VicReg::new(root, init, cfg, features)?),
+        m => bail!("unknown --method {m:?}; choose simclr, byol, mocov3, barlowtwins or vicreg"),
     })
+}
+
+/// A backbone and a projector (`--projector-widths`), each view its own
+/// forward pass: the online network of Barlow Twins and VICReg.
+pub struct Projected {
+    pub backbone: ResNet,
+    projector: Projector,
+}
+
+impl Projected {
+    /// `hidden_bias`: the projector's hidden Linears have a bias.
+    pub fn new(root: &Path, init: &mut Init, cfg: &ModelConfig, features: i64, widths: &str, hidden_bias: bool) -> Result<Self> {
+        let sizes = parse_sizes(widths, "--projector-widths")?;
+        Ok(Projected {
+            backbone: ResNet::with_width(&(root / "backbone"), init, &cfg.arch, cfg.small_stem, cfg.base_width)?,
+            projector: Projector::new(&(root / "head"), init, features, &sizes, hidden_bias)?,
+        })
+    }
+
+    /// Images → (backbone features, embeddings).
+    pub fn forward(&self, x: &Tensor, train: bool) -> Result<(Tensor, Tensor)> {
+        let h = self.backbone.forward(x, train)?;
+        let z = self.projector.forward(&h, train)?;
+        Ok((h, z))
+    }
+}
+
+/// `loss` of the whole batch's embeddings: with several replicas every
+/// replica's, gathered with gradient, so that the loss and its gradient
+/// are the single-process ones (2×8 == 1×16).
+pub fn on_global_batch(z1: &Tensor, z2: &Tensor, loss: impl Fn(&Tensor, &Tensor) -> Result<Tensor>) -> Result<Tensor> {
+    match crate::dist::gather_views(z1, z2)? {
+        Some((z1_all, z2_all, _)) => loss(&z1_all, &z2_all),
+        None => loss(z1, z2),
+    }
 }
