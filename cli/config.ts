@@ -16,6 +16,7 @@ import {
   methodChoices,
   methodSpec,
   ownersOf,
+  ownSettings,
   PRECISIONS,
   type Settings,
 } from "../train/config.ts";
@@ -34,7 +35,7 @@ export { type Config, ConfigError, type Method, type Precision, PRECISIONS, type
  * data sets. `--preset reference-simclr` / `reference-byol` restore the
  * reference's values.
  */
-export const DEFAULTS: Settings = {
+export const DEFAULTS = {
   method: METHOD_NAMES[0],
   task: "multi_augment_image_folder",
   batchSize: 256,
@@ -49,13 +50,6 @@ export const DEFAULTS: Settings = {
   baseWidth: 64,
   representationSize: 2048,
   headLatentSize: 1024,
-  nceSize: 128,
-  nceTemperature: 0.1,
-  projectionSize: 256,
-  baseDecay: 0.996,
-  byolLoss: "paper",
-  projectorWidths: "8192-8192-8192",
-  offDiagonalWeight: 0.005,
   weightInitialization: null,
   modelDir: ".models",
   colorJitterStrength: 1.0,
@@ -90,7 +84,14 @@ export const DEFAULTS: Settings = {
   noResume: false,
   checkpointMinutes: 30,
   knnMonitor: 0,
-};
+  // Each method's own settings: their defaults are in its METHODS entry.
+  ...Object.fromEntries(ownSettings().map(([k, o]) => [k, o.default])),
+} as Settings;
+
+/** The defaults of `method`: the shared ones, with the method's own over them. */
+export function defaultsOf(method: Method): Settings {
+  return { ...DEFAULTS, ...methodSpec(method).defaults, method } as Settings;
+}
 
 /** Backbones and their pooled feature width. */
 export const ARCHS: Record<string, number> = {
@@ -179,7 +180,7 @@ export function resolveLayers(layers: Layer[], env: Env = {}, facts: Facts = {})
       fail(`${name} belongs to --method ${ownersOf(key).join(" or ")}, not ${method}`);
     }
   }
-  const s = { ...DEFAULTS, ...methodSpec(method).defaults, method } as Settings;
+  const s = defaultsOf(method);
   const set = s as unknown as Record<string, unknown>;
   for (const key of Object.keys(DEFAULTS) as (keyof Settings)[]) {
     if (key === "method" || foreignTo(method, key)) continue;
@@ -282,7 +283,7 @@ function positiveInt(s: Settings, key: keyof Settings): void {
 
 /** Checks ranges and combinations; throws a ConfigError naming the flag. */
 export function validate(s: Settings): void {
-  for (const k of ["batchSize", "epochs", "imageSizeOverride", "numReplicas", "headLatentSize", "nceSize", "projectionSize"] as const) {
+  for (const k of ["batchSize", "epochs", "imageSizeOverride", "numReplicas", "headLatentSize"] as const) {
     positiveInt(s, k);
   }
   if (!TASKS.includes(s.task)) fail(`unknown --task ${s.task}; choose ${TASKS.join(" or ")}`);
@@ -301,13 +302,11 @@ export function validate(s: Settings): void {
   if (s.weightInitialization !== null && !WEIGHT_INITS.includes(s.weightInitialization)) {
     fail(`unknown --weight-initialization ${s.weightInitialization}; choose one of ${WEIGHT_INITS.join(", ")}`);
   }
-  if (!(s.nceTemperature > 0)) fail(`--nce-temperature must be > 0, got ${s.nceTemperature}`);
-  if (!(s.baseDecay >= 0 && s.baseDecay <= 1)) fail(`--base-decay must be in [0, 1], got ${s.baseDecay}`);
-  if (s.byolLoss !== "paper" && s.byolLoss !== "reference") fail(`--byol-loss must be paper or reference, got ${s.byolLoss}`);
-  if (!/^[1-9]\d*(-[1-9]\d*)*$/.test(s.projectorWidths)) {
-    fail(`--projector-widths must be widths joined by -, such as 8192-8192-8192, got ${s.projectorWidths}`);
+  // A method's own settings: the checks of its METHODS entry (another method's are not read).
+  for (const [k, o] of ownSettings()) {
+    const why = !foreignTo(s.method, k) && o.check?.(s[k] as never);
+    if (why) fail(`--${kebab(k)} ${why}`);
   }
-  if (!(s.offDiagonalWeight >= 0)) fail(`--off-diagonal-weight must be >= 0, got ${s.offDiagonalWeight}`);
   if (!(s.polyakEma >= 0 && s.polyakEma < 1)) fail(`--polyak-ema must be in [0, 1), got ${s.polyakEma}`);
   if (!(s.lr > 0)) fail(`--lr must be > 0, got ${s.lr}`);
   if (!(s.clip >= 0)) fail(`--clip must be >= 0, got ${s.clip}`);

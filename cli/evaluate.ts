@@ -8,7 +8,7 @@
  */
 import { type Command, Option } from "commander";
 import { dirname, join } from "node:path";
-import { ARCHS, type Config, ConfigError, featureSize, resolve } from "./config.ts";
+import { ARCHS, type Config, ConfigError, defaultsOf, featureSize, resolve } from "./config.ts";
 import { dataLayout, loaderFolder, requireLabels } from "../train/data.ts";
 import { isMethod, methodSpec, targetMethods } from "../train/config.ts";
 import { float, int } from "./flags.ts";
@@ -162,7 +162,9 @@ function modelConfig(o: EvalOptions): { cfg: Config; dataDir?: string } {
     for (const [key, flag] of MODEL_FLAGS) {
       if (o[key] !== undefined) throw new ConfigError(`--checkpoint records its backbone; drop ${flag}`);
     }
-    const cfg = checkpointOf(o.checkpoint).side.config;
+    const saved = checkpointOf(o.checkpoint).side.config;
+    // A sidecar from before a setting existed holds its default (the native side has none).
+    const cfg = { ...(isMethod(saved.method) ? defaultsOf(saved.method) : {}), ...saved } as Config;
     return { cfg, dataDir: cfg.dataDir };
   }
   if (!o.backbone) throw new ConfigError("give --checkpoint <sidecar> or --backbone <export>");
@@ -227,6 +229,9 @@ export async function evaluate(o: EvalOptions, how: Classifier, label: string): 
       imageSize: size,
       augment: false,
       workers: o.workersPerReplica,
+      colorJitterStrength: cfg.colorJitterStrength,
+      blurProb: cfg.blurProb,
+      solarizeProb: cfg.solarizeProb,
     });
     const progress = new Progress(`features of ${split}`, loader.length);
     loader.startEpoch(0);

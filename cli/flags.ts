@@ -8,7 +8,7 @@
  */
 import { type Command, InvalidArgumentError, Option } from "commander";
 import { DEFAULTS, type Settings } from "./config.ts";
-import { METHOD_NAMES, methodChoices, methodSpec } from "../train/config.ts";
+import { METHOD_NAMES, methodChoices, methodSpec, ownSettings } from "../train/config.ts";
 import { PRESETS } from "./presets.ts";
 
 type Parse = (v: string) => unknown;
@@ -75,6 +75,8 @@ interface Flag {
 export const FLAGS: Record<string, Flag[]> = {
   "Method": [
     { key: "method", flags: "--method <name>", help: methodChoices() },
+    // Each method's own settings, from its METHODS entry.
+    ...ownSettings().map(([key, o]) => ({ key, flags: o.flags, help: o.help, parse: o.parse })),
   ],
   "Data": [
     { key: "task", flags: "--task <name>", help: "multi_augment_image_folder or dali_multi_augment_image_folder (same pipeline)" },
@@ -95,13 +97,6 @@ export const FLAGS: Record<string, Flag[]> = {
     { key: "baseWidth", flags: "--base-width <n>", help: "stem channels; the four stages get n, 2n, 4n, 8n planes: a narrower ResNet for small machines, features shrink alike", parse: "int", follows: "64, torchvision's" },
     { key: "representationSize", flags: "--representation-size <n>", help: "backbone feature width: 512 (resnet18/34) or 2048, times base-width/64", parse: "int", follows: "the backbone's" },
     { key: "headLatentSize", flags: "--head-latent-size <n>", help: "hidden width of the head", parse: "int" },
-    { key: "nceSize", flags: "--nce-size <n>", help: "SimCLR: projection output width", parse: "int" },
-    { key: "nceTemperature", flags: "--nce-temperature <t>", help: "SimCLR: NT-Xent temperature", parse: "float" },
-    { key: "projectionSize", flags: "--projection-size <n>", help: "BYOL: projector and predictor output width", parse: "int" },
-    { key: "baseDecay", flags: "--base-decay <tau>", help: "BYOL: base EMA decay of the target network", parse: "float" },
-    { key: "projectorWidths", flags: "--projector-widths <w-w-w>", help: "Barlow Twins: projector widths after the backbone, joined by -" },
-    { key: "offDiagonalWeight", flags: "--off-diagonal-weight <lambda>", help: "Barlow Twins: weight λ of the cross-correlation's off-diagonal terms", parse: "float" },
-    { key: "byolLoss", flags: "--byol-loss <kind>", help: "BYOL: paper (per-sample 2-2cos) or reference (whole-batch norms)" },
     { key: "weightInitialization", flags: "--weight-initialization <name>", help: "re-initialise conv/linear weights: xavier_uniform, xavier_normal, orthogonal, kaiming_normal, kaiming_uniform", follows: "torchvision's" },
     { key: "convertToSyncBn", flags: "--convert-to-sync-bn", help: "synchronise BatchNorm statistics across replicas (a no-op with one replica)" },
   ],

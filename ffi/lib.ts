@@ -69,8 +69,8 @@ export function native(): Native {
  * one-line error that says how to get one.
  */
 export function hook<K extends HookName>(name: K): NonNullable<Native[K]> {
-  const f = native()[name];
-  if (f === null) {
+  const lib = native(), f = lib[name];
+  if (lib.selfsup_has_hooks === null || f === null) {
     throw new Error(
       `${name} is a test hook, and ${loadedFrom} was built without them (cargo feature "testing"); build the testing library with sh scripts/build-testing.sh and set SELFSUP_NATIVE_LIB to the path it prints (./selfsup test does both)`,
     );

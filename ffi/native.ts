@@ -112,11 +112,12 @@ export interface LoaderConfig {
   dropLast?: boolean;
   rank?: number;
   worldSize?: number;
-  colorJitterStrength?: number;
-  /** Gaussian blur probability of view 1 and view 2 (default 0.5, 0.5). */
-  blurProb?: [number, number];
-  /** Solarisation probability of view 1 and view 2 (default 0, 0). */
-  solarizeProb?: [number, number];
+  /** The run's augmentation settings (no defaults on the native side); read for training views. */
+  colorJitterStrength: number;
+  /** Gaussian blur probability of view 1 and view 2. */
+  blurProb: [number, number];
+  /** Solarisation probability of view 1 and view 2. */
+  solarizeProb: [number, number];
   prefetch?: number;
   /** Unreadable images are fatal instead of skipped. */
   strict?: boolean;
@@ -246,10 +247,17 @@ export interface DistributedConfig {
   bnReplicas?: number;
 }
 
+/**
+ * A trainer's settings: a run's configuration as it is (train/config.ts
+ * `Config`; the native side reads the keys below and the method's own
+ * settings, and ignores the rest), with this process's device, threads
+ * and place among the replicas, and the data's class count. No setting has
+ * a default on the native side.
+ */
 export interface TrainerConfig {
   /** A method name (train/config.ts METHODS lists them; the native side refuses others). */
-  method?: string;
-  /** "cpu", "cuda" or "cuda:<index>". */
+  method: string;
+  /** "cpu", "cuda" or "cuda:<index>" (default cpu). */
   device?: "cpu" | "cuda" | `cuda:${number}`;
   distributed?: DistributedConfig;
   /** Tests only: weights and views in float64 (exact comparisons across replica counts). */
@@ -257,19 +265,10 @@ export interface TrainerConfig {
   threads?: number;
   arch: string;
   smallStem?: boolean;
-  /** Stem channels, stages 1/2/4/8 times (default 64, torchvision's). */
-  baseWidth?: number;
+  /** Stem channels, stages 1/2/4/8 times (torchvision's: 64). */
+  baseWidth: number;
   representationSize: number;
   headLatentSize: number;
-  /** SimCLR */
-  nceSize?: number;
-  nceTemperature?: number;
-  /** BYOL */
-  projectionSize?: number;
-  byolLoss?: "paper" | "reference";
-  /** Barlow Twins */
-  projectorWidths?: string;
-  offDiagonalWeight?: number;
   numClasses: number;
   optimizer: string;
   weightDecay: number;
@@ -277,8 +276,8 @@ export interface TrainerConfig {
   polyakEma?: number;
   weightInitialization?: string | null;
   seed?: number;
-  /** fp32; fp16: autocast and a dynamic loss scale; bf16: autocast (default fp32). */
-  precision?: "fp32" | "fp16" | "bf16";
+  /** fp32; fp16: autocast and a dynamic loss scale; bf16: autocast. */
+  precision: "fp32" | "fp16" | "bf16";
   /**
    * The loss scaler's settings (torch.amp.GradScaler's defaults: 65536,
    * 2, 0.5, 2000). Given with fp32 it scales fp32 gradients (tests).
@@ -286,6 +285,8 @@ export interface TrainerConfig {
   lossScaler?: { initScale?: number; growthFactor?: number; backoffFactor?: number; growthInterval?: number };
   /** Conv weights and views channels_last (default: on, except with float64). */
   channelsLast?: boolean;
+  /** The method's own settings (METHODS: `nceSize`, `projectionSize`, ...), and keys the native side ignores. */
+  [setting: string]: unknown;
 }
 
 /** A model and its optimizer, owned by one native thread. */

@@ -102,7 +102,10 @@ export const symbols = {
     nonblocking: true,
   },
 
-  // The hooks (optional). A piece of selfsup on tensors a parity test wrote (native/src/debug.rs):
+  // The hooks (optional).
+  /** () → 1: this library has the hooks (blocking: Deno sets a missing nonblocking symbol to a function that fails, not to null) */
+  selfsup_has_hooks: { parameters: [], result: "i64", optional: true },
+  // A piece of selfsup on tensors a parity test wrote (native/src/debug.rs):
   /** a loss and its gradients */
   selfsup_debug_loss: FILE_HOOK,
   /** optimizer steps on given gradients */

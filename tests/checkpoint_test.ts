@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { Trainer, writeDemoDataset } from "../ffi/native.ts";
 import { readSidecar } from "../train/checkpoint.ts";
 import { readSafetensors, tensorOf, writeSafetensors } from "../train/safetensors.ts";
-import { python, runCli, runPython, tempDir } from "./helpers.ts";
+import { python, runCli, runPython, tempDir, trainerConfig } from "./helpers.ts";
 
 const base = [
   "train", "--method", "byol", "--num-replicas", "1", "--arch", "resnet18", "--representation-size", "512",
@@ -87,20 +87,20 @@ Deno.test("a writer killed mid-checkpoint leaves the previous checkpoint intact 
     assert.equal(sides.length, 1, "exactly one sidecar survives");
     const named = readSidecar(join(dir.path, sides[0]))!;
     assert.ok(named.step >= 3, "it names a checkpoint saved before the kill");
-    using trainer = await Trainer.create({
+    using trainer = await Trainer.create(trainerConfig({
       device: "cpu", arch: "resnet18", representationSize: 512, headLatentSize: 64, nceSize: 128, nceTemperature: 0.1,
       numClasses: 3, optimizer: "lars_momentum", weightDecay: 1e-6,
-    });
+    }));
     await trainer.loadCheckpoint(join(dir.path, named.weights));
   }
 });
 
 Deno.test("a truncated or foreign checkpoint is a one-line error", async () => {
   using dir = tempDir();
-  using trainer = await Trainer.create({
+  using trainer = await Trainer.create(trainerConfig({
     device: "cpu", arch: "resnet18", representationSize: 512, headLatentSize: 64, nceSize: 128, nceTemperature: 0.1,
     numClasses: 3, optimizer: "lars_momentum", weightDecay: 1e-6,
-  });
+  }));
   const good = join(dir.path, "good.safetensors");
   await trainer.saveCheckpoint(good);
   const bytes = Deno.readFileSync(good);
@@ -136,10 +136,10 @@ Deno.test({
     const images = join(dir.path, "images.safetensors");
     const x = new Float32Array(2 * 3 * 32 * 32).map((_, i) => (i * 7919 % 1000) / 1000);
     writeSafetensors(images, [["images", tensorOf([2, 3, 32, 32], x)]]);
-    using trainer = await Trainer.create({
+    using trainer = await Trainer.create(trainerConfig({
       device: "cpu", arch: "resnet18", representationSize: 512, headLatentSize: 32, nceSize: 128, nceTemperature: 0.1,
       numClasses: 10, optimizer: "lars_momentum", weightDecay: 1e-6,
-    });
+    }));
     await trainer.loadCheckpoint(join(models, readSidecar(join(models, side))!.weights));
     await trainer.debugFeatures(images, join(dir.path, "native.safetensors"));
     const report = JSON.parse(await runPython("export_check.py", ["resnet18", out, images, join(dir.path, "native.safetensors")]));

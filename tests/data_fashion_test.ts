@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { gzipSync } from "node:zlib";
 import { Loader, scanFolder } from "../ffi/native.ts";
-import { runCli, tempDir } from "./helpers.ts";
+import { runCli, tempDir, loaderConfig } from "./helpers.ts";
 
 /** An unsigned-byte IDX file: 00 00 08 ndims, big-endian sizes, data. */
 function idx(dims: number[], data: Uint8Array): Uint8Array {
@@ -57,13 +57,13 @@ Deno.test("selfsup data fashion-mnist writes an ImageFolder a loader reads", asy
   assert.equal(train.samples, 12);
   // Image 4 has label 2 and keeps its index in its name.
   assert.ok(Deno.statSync(join(out, "train", "2-pullover", "00004.png")).isFile);
-  using loader = await Loader.create({
+  using loader = await Loader.create(loaderConfig({
     dataDir: out,
     split: "test",
     batchSize: 10,
     imageSize: 28,
     augment: false,
-  });
+  }));
   loader.startEpoch(0);
   const batch = await loader.next();
   assert.ok(batch);

@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { NativeError } from "../ffi/lib.ts";
 import { Loader, type LoaderConfig, Trainer, writeDemoDataset } from "../ffi/native.ts";
-import { runCli, tempDir } from "./helpers.ts";
+import { runCli, tempDir, trainerConfig, loaderConfig } from "./helpers.ts";
 
 /** A small demo data set (10 classes of 32 px shapes) at `root` (which must not exist), some files broken on purpose. */
 async function brokenDataSet(root: string): Promise<string[]> {
@@ -22,22 +22,23 @@ async function brokenDataSet(root: string): Promise<string[]> {
   return [zero, cut, junk];
 }
 
-const base = (dataDir: string): LoaderConfig => ({
-  dataDir,
-  split: "train",
-  batchSize: 8,
-  imageSize: 32,
-  augment: true,
-  shuffle: true,
-  dropLast: true,
-  seed: 4,
-});
+const base = (dataDir: string): LoaderConfig =>
+  loaderConfig({
+    dataDir,
+    split: "train",
+    batchSize: 8,
+    imageSize: 32,
+    augment: true,
+    shuffle: true,
+    dropLast: true,
+    seed: 4,
+  });
 
 Deno.test("unreadable images are skipped, counted and named in the loader's report; the trainer never sees them", async () => {
   using dir = tempDir();
   const data = join(dir.path, "data");
   const [zero, cut, junk] = await brokenDataSet(data);
-  using trainer = await Trainer.create({
+  using trainer = await Trainer.create(trainerConfig({
     device: "cpu",
     arch: "resnet18",
     representationSize: 512,
@@ -48,7 +49,7 @@ Deno.test("unreadable images are skipped, counted and named in the loader's repo
     optimizer: "momentum",
     weightDecay: 0,
     seed: 1,
-  });
+  }));
   using train = await Loader.create({ ...base(data), inMemory: "never" });
   train.startEpoch(0);
   const sizes = [];

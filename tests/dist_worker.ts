@@ -10,6 +10,7 @@
  * steps, syncBn, bnReplicas, float64, imageSize?, threads?, timeoutSecs?,
  * sleepAfterStep? }.
  */
+import { trainerConfig, loaderConfig } from "./helpers.ts";
 import { Loader, Trainer } from "../ffi/native.ts";
 
 const spec = JSON.parse(Deno.args[0]);
@@ -23,14 +24,14 @@ const common = {
   worldSize: spec.worldSize,
   inMemory: "always" as const,
 };
-using loader = await Loader.create({
+using loader = await Loader.create(loaderConfig({
   ...common,
   split: "train",
   augment: true,
   shuffle: true,
   dropLast: true,
-});
-using trainer = await Trainer.create({
+}));
+using trainer = await Trainer.create(trainerConfig({
   method: spec.method,
   // Gloo on the CPU: several replicas in one test cannot share one GPU.
   device: "cpu",
@@ -56,7 +57,7 @@ using trainer = await Trainer.create({
     bnReplicas: spec.bnReplicas,
     timeoutSecs: spec.timeoutSecs ?? 60,
   },
-});
+}));
 await trainer.saveWeights(`${spec.out}.init.safetensors`);
 const steps: number[][] = [];
 let epoch = 0;

@@ -2,10 +2,10 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { NativeError } from "../ffi/lib.ts";
 import { Loader, scanFolder, Trainer, version, writeDemoDataset } from "../ffi/native.ts";
-import { tempDir } from "./helpers.ts";
+import { tempDir, trainerConfig, loaderConfig } from "./helpers.ts";
 import { tensorOf, writeSafetensors } from "../train/safetensors.ts";
 
-const tiny = {
+const tiny = trainerConfig({
   device: "cpu" as const,
   arch: "resnet18",
   smallStem: false,
@@ -17,7 +17,7 @@ const tiny = {
   optimizer: "lars_momentum",
   weightDecay: 1e-6,
   seed: 3,
-};
+});
 
 Deno.test("version reports libtorch 2.11.0 and CUDA state", () => {
   const v = version();
@@ -30,7 +30,7 @@ Deno.test("version reports libtorch 2.11.0 and CUDA state", () => {
 Deno.test("a missing data folder is a NativeError naming the path, and the library stays usable", async () => {
   const missing = "/nonexistent/selfsup-data";
   await assert.rejects(
-    () => Loader.create({ dataDir: missing, split: "train", batchSize: 4, imageSize: 32, augment: true }),
+    () => Loader.create(loaderConfig({ dataDir: missing, split: "train", batchSize: 4, imageSize: 32, augment: true })),
     (e: Error) => e instanceof NativeError && e.message.includes(`${missing}/train`) && !e.message.includes("\n"),
   );
   assert.throws(() => scanFolder(missing), NativeError);
@@ -53,7 +53,7 @@ Deno.test("a tensor shape mismatch inside libtorch reaches TypeScript as an Erro
   );
   // The same trainer still runs a real step afterwards.
   await writeDemoDataset(join(dir.path, "data"), { trainPerClass: 2, testPerClass: 1 });
-  using loader = await Loader.create({
+  using loader = await Loader.create(loaderConfig({
     dataDir: join(dir.path, "data"),
     split: "train",
     batchSize: 8,
@@ -61,7 +61,7 @@ Deno.test("a tensor shape mismatch inside libtorch reaches TypeScript as an Erro
     augment: true,
     shuffle: true,
     dropLast: true,
-  });
+  }));
   loader.startEpoch(0);
   const batch = await loader.next();
   assert.ok(batch);

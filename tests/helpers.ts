@@ -1,5 +1,8 @@
 /** Shared bits of the Deno tests. */
 import { join } from "node:path";
+import { DEFAULTS, defaultsOf } from "../cli/config.ts";
+import type { Method } from "../train/config.ts";
+import type { LoaderConfig, TrainerConfig } from "../ffi/native.ts";
 
 /** A fresh temporary folder, removed by `using`. */
 export function tempDir(prefix = "selfsup-test-"): { path: string } & Disposable {
@@ -65,4 +68,20 @@ export function readTree(dir: string, base = dir, out = new Map<string, Uint8Arr
     else out.set(p.slice(base.length), Deno.readFileSync(p));
   }
   return out;
+}
+
+/**
+ * A trainer's whole configuration for a test that builds one directly:
+ * the defaults of `over.method` (simclr when not given) as the command line
+ * resolves them (cli/config.ts DEFAULTS, METHODS), seed 0, with `over` on top.
+ * The native side has no defaults, so a test names only what it changes.
+ */
+export function trainerConfig(over: Partial<TrainerConfig> & Pick<TrainerConfig, "numClasses">): TrainerConfig {
+  return { ...defaultsOf((over.method ?? DEFAULTS.method) as Method), seed: 0, ...over };
+}
+
+/** A loader's configuration for a test: the run's augmentation defaults (cli/config.ts DEFAULTS) with `over` on top. */
+export function loaderConfig(over: Omit<LoaderConfig, "colorJitterStrength" | "blurProb" | "solarizeProb"> & Partial<LoaderConfig>): LoaderConfig {
+  const { colorJitterStrength, blurProb, solarizeProb } = DEFAULTS;
+  return { colorJitterStrength, blurProb, solarizeProb, ...over };
 }

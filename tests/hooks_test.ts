@@ -4,8 +4,8 @@
  * not in the release library that ./selfsup, bundles and the container use.
  */
 import assert from "node:assert/strict";
-import { symbols } from "../ffi/symbols.ts";
-import { libraryPath } from "../ffi/lib.ts";
+import { hook, libraryPath } from "../ffi/lib.ts";
+import { type HookName, symbols } from "../ffi/symbols.ts";
 
 const RELEASE = new URL("../native/target/release/libselfsup_native.so", import.meta.url).pathname;
 const HOOKS = Object.entries(symbols).filter(([, s]) => "optional" in s && s.optional).map(([name]) => name);
@@ -24,15 +24,19 @@ Deno.test("the release library holds no hook, not even by name; the testing libr
   // This suite's own library is the testing one: every hook is there.
   assert.notEqual(libraryPath(), RELEASE, "the tests run on the testing library (SELFSUP_NATIVE_LIB)");
   assert.deepEqual(occurring(libraryPath(), HOOKS), HOOKS);
+  for (const h of HOOKS) assert.equal(typeof hook(h as HookName), "function", h);
 });
 
 Deno.test("the release library loads, and a hook called on it is a one-line error saying how to get one", async () => {
   const root = new URL("..", import.meta.url).href;
   const code = `
-    import { native } from "${root}ffi/lib.ts";
-    import { debugRun } from "${root}ffi/native.ts";
-    const lib = native() as Record<string, unknown>;
-    console.log(JSON.stringify(${JSON.stringify(HOOKS)}.filter((h) => lib[h] !== null)));
+    import { hook } from "${root}ffi/lib.ts";
+    import { debugRun, version } from "${root}ffi/native.ts";
+    console.log(version().libtorch);
+    const callable = ${
+    JSON.stringify(HOOKS)
+  }.filter((h) => { try { return hook(h), true; } catch { return false; } });
+    console.log(JSON.stringify(callable));
     await debugRun("loss", {}, "in", "out").catch((e) => console.log(e.message));`;
   const out = await new Deno.Command(Deno.execPath(), {
     args: ["eval", "--quiet", code],
@@ -40,9 +44,10 @@ Deno.test("the release library loads, and a hook called on it is a one-line erro
     stdout: "piped",
     stderr: "piped",
   }).output();
-  const [present, message, ...rest] = new TextDecoder().decode(out.stdout).trim().split("\n");
+  const [libtorch, callable, message, ...rest] = new TextDecoder().decode(out.stdout).trim().split("\n");
   assert.ok(out.success, new TextDecoder().decode(out.stderr));
-  assert.deepEqual(JSON.parse(present), []);
+  assert.equal(libtorch, "2.11.0");
+  assert.deepEqual(JSON.parse(callable), []);
   assert.deepEqual(rest, []);
   assert.match(
     message,

@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { Loader, Trainer, writeDemoDataset } from "../ffi/native.ts";
 import { STEP_LR_TAG } from "../train/logging.ts";
 import { STAGE_TAGS } from "../train/stages.ts";
-import { runCli, runPython, tempDir, trainArgs } from "./helpers.ts";
+import { runCli, runPython, tempDir, trainArgs, trainerConfig, loaderConfig } from "./helpers.ts";
 import { freePort, missingPython, skipReason } from "./logging_helpers.ts";
 
 async function tinyRun(dir: string, extra: string[] = []) {
@@ -122,15 +122,15 @@ Deno.test("the trainer keeps the first 64 views of a pass's last batch as uint8 
   const data = join(dir.path, "data");
   await writeDemoDataset(data, { trainPerClass: 8, testPerClass: 8 });
   const common = { dataDir: data, imageSize: 32, seed: 1 };
-  using train = await Loader.create({
+  using train = await Loader.create(loaderConfig({
     ...common,
     split: "train",
     batchSize: 72,
     augment: true,
     dropLast: true,
-  });
-  using test = await Loader.create({ ...common, split: "test", batchSize: 16, augment: false });
-  using trainer = await Trainer.create({
+  }));
+  using test = await Loader.create(loaderConfig({ ...common, split: "test", batchSize: 16, augment: false }));
+  using trainer = await Trainer.create(trainerConfig({
     device: "cpu",
     arch: "resnet18",
     representationSize: 512,
@@ -141,7 +141,7 @@ Deno.test("the trainer keeps the first 64 views of a pass's last batch as uint8 
     optimizer: "sgd",
     weightDecay: 0,
     seed: 1,
-  });
+  }));
   assert.equal(await trainer.views("train1"), null, "nothing before the first batch");
   train.startEpoch(0);
   await trainer.trainStep((await train.next())!, 0.01);

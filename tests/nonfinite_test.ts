@@ -12,7 +12,7 @@ import { Trainer, writeDemoDataset } from "../ffi/native.ts";
 import { readSidecar } from "../train/checkpoint.ts";
 import { readSafetensors } from "../train/safetensors.ts";
 import { nonFiniteMessage, stopsTheRun } from "../train/nonfinite.ts";
-import { runCli, tempDir } from "./helpers.ts";
+import { runCli, tempDir, trainerConfig } from "./helpers.ts";
 
 /** A tiny SimCLR run on 40 images in batches of 8: 5 steps an epoch. */
 function trainArgs(dir: string): string[] {
@@ -112,7 +112,7 @@ Deno.test("a NaN in one replica's weights stops both replicas after the same ste
 
 Deno.test("the checkpoint writer refuses non-finite tensors and writes nothing", async () => {
   using dir = tempDir();
-  using trainer = await Trainer.create({
+  using trainer = await Trainer.create(trainerConfig({
     arch: "resnet18",
     representationSize: 512,
     headLatentSize: 16,
@@ -121,7 +121,7 @@ Deno.test("the checkpoint writer refuses non-finite tensors and writes nothing",
     optimizer: "momentum",
     weightDecay: 0,
     seed: 1,
-  });
+  }));
   const good = join(dir.path, "good.safetensors");
   await trainer.saveCheckpoint(good);
   await trainer.debugPoison("head.0.bias");

@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { Trainer } from "../ffi/native.ts";
-import { python, runPython, tempDir } from "./helpers.ts";
+import { python, runPython, tempDir, trainerConfig } from "./helpers.ts";
 
 const TOLERANCE = 1e-5;
 const BEFORE_BN = ["grad.head.0.bias", "grad.head.3.bias"];
@@ -21,7 +21,7 @@ for (const [tau, channelsLast] of [[0.1, true], [0.5, false]] as const) {
     async fn() {
       using dir = tempDir();
       const f = (n: string) => join(dir.path, n);
-      using trainer = await Trainer.create({
+      using trainer = await Trainer.create(trainerConfig({
         device: "cpu",
         arch: "resnet18",
         representationSize: 512,
@@ -33,7 +33,7 @@ for (const [tau, channelsLast] of [[0.1, true], [0.5, false]] as const) {
         weightDecay: 1e-6,
         seed: 11,
         channelsLast,
-      });
+      }));
       await trainer.saveWeights(f("weights.safetensors"));
       await runPython("simclr_reference.py", [
         "make",

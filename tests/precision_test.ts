@@ -11,7 +11,7 @@ import { debugRun, Loader, Trainer, version, writeDemoDataset } from "../ffi/nat
 import { ConfigError, resolve } from "../cli/config.ts";
 import { runName } from "../train/runname.ts";
 import { metricsEvery } from "../train/loop.ts";
-import { python, runCli as cli, runPython, tempDir } from "./helpers.ts";
+import { python, runCli as cli, runPython, tempDir, trainerConfig, loaderConfig } from "./helpers.ts";
 import { skipReason } from "./logging_helpers.ts";
 
 const cuda = version().cuda;
@@ -170,7 +170,7 @@ Deno.test({
     const f = (n: string) => join(dir.path, n);
     await debugRun("cpu_bf16_guard", {}, "", f("guard.json"));
     if (JSON.parse(Deno.readTextFileSync(f("guard.json"))).refusal) return; // bf16 refused on this CPU (test above)
-    using trainer = await Trainer.create({
+    using trainer = await Trainer.create(trainerConfig({
       arch: "resnet18",
       smallStem: true,
       baseWidth: 8,
@@ -183,7 +183,7 @@ Deno.test({
       weightDecay: 5e-4,
       seed: 3,
       precision: "bf16",
-    });
+    }));
     await trainer.saveWeights(f("weights.safetensors"));
     await runPython("amp_grad.py", [
       "make",
@@ -242,7 +242,7 @@ Deno.test("a short CPU bf16 run stays finite and tracks the fp32 loss (or is ref
   await debugRun("cpu_bf16_guard", {}, "", join(dir.path, "guard.json"));
   const { refusal } = JSON.parse(Deno.readTextFileSync(join(dir.path, "guard.json")));
   if (refusal) {
-    const bf16 = Trainer.create({
+    const bf16 = Trainer.create(trainerConfig({
       arch: "resnet18",
       representationSize: 512,
       headLatentSize: 32,
@@ -250,14 +250,14 @@ Deno.test("a short CPU bf16 run stays finite and tracks the fp32 loss (or is ref
       optimizer: "momentum",
       weightDecay: 0,
       precision: "bf16",
-    });
+    }));
     await assert.rejects(() => bf16, /ATEN_CPU_CAPABILITY=avx2/);
     return;
   }
   const data = join(dir.path, "data");
   await writeDemoDataset(data, { trainPerClass: 8, testPerClass: 1 });
   const losses = async (precision: "fp32" | "bf16") => {
-    using loader = await Loader.create({
+    using loader = await Loader.create(loaderConfig({
       dataDir: data,
       split: "train",
       batchSize: 16,
@@ -267,8 +267,8 @@ Deno.test("a short CPU bf16 run stays finite and tracks the fp32 loss (or is ref
       dropLast: true,
       seed: 1,
       workers: 1,
-    });
-    using trainer = await Trainer.create({
+    }));
+    using trainer = await Trainer.create(trainerConfig({
       arch: "resnet18",
       representationSize: 512,
       headLatentSize: 32,
@@ -278,7 +278,7 @@ Deno.test("a short CPU bf16 run stays finite and tracks the fp32 loss (or is ref
       weightDecay: 5e-4,
       seed: 1,
       precision,
-    });
+    }));
     const out: number[] = [];
     for (const epoch of [0, 1]) {
       loader.startEpoch(epoch);

@@ -21,7 +21,7 @@
  */
 import { basename, join } from "node:path";
 import { createHash } from "node:crypto";
-import { type Config, foreignTo, isMethod, methodChoices } from "./config.ts";
+import { type Config, foreignTo, isMethod, methodChoices, ownSettings } from "./config.ts";
 import type { StepMetrics, Trainer } from "../ffi/native.ts";
 import { firstLine, tempPath, writeFileAtomically } from "./files.ts";
 
@@ -311,11 +311,10 @@ const MODEL_KEYS: (keyof Config)[] = [
   "baseWidth",
   "representationSize",
   "headLatentSize",
-  "nceSize",
-  "projectionSize",
-  "projectorWidths",
   "optimizer",
   "polyakEma",
+  // Each method's own settings that shape its weights (METHODS).
+  ...ownSettings().filter(([, o]) => o.shapesModel).map(([k]) => k),
 ];
 
 /** Explains the first model-shaping setting where `cfg` contradicts the checkpoint, or null. */

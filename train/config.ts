@@ -5,8 +5,9 @@
  * methods exist and what sets them apart (their defaults, their own
  * settings, their loss tag, whether they keep a momentum target).
  *
- * Adding a method: an entry here, its settings in {@link Settings} and
- * cli/flags.ts, and its native file (docs/DESIGN.md, "Adding a method").
+ * Adding a method: an entry here with its own settings (their defaults,
+ * flags and checks), their types in {@link Config}, and its native file
+ * (docs/DESIGN.md, "Adding a method").
  *
  * @module
  */
@@ -112,40 +113,101 @@ export type Settings = Omit<
   keyof Launch | "batchSizePerReplica" | "runName"
 >;
 
+/** One of a method's own settings: its default, its flag and its check. */
+export interface OwnSetting {
+  default: string | number | boolean;
+  /** commander's spelling: `--nce-size <n>`. */
+  flags: string;
+  /** `--help`'s line, naming the method: `SimCLR: NT-Xent temperature`. */
+  help: string;
+  parse?: "int" | "float";
+  /** What is wrong with `v` (`must be > 0, got 0`), or null; the message gets the flag in front. */
+  check?: (v: never) => string | null;
+  /** It shapes the weights: a checkpoint made with another value cannot continue the run. */
+  shapesModel?: boolean;
+}
+
 /** What sets a method apart; everything else is shared. */
 export interface MethodSpec {
-  /** Defaults where the method differs from {@link Settings}' shared ones. */
+  /** Defaults where the method differs from the shared ones, or from the method that defines a setting it uses. */
   defaults: Partial<Settings>;
-  /** Settings that belong to this method only: given with another method they are an error. */
-  settings: (keyof Settings)[];
+  /** Settings this method defines (default, flag, check) and reads. */
+  own: Partial<Record<keyof Settings, OwnSetting>>;
+  /** Settings of other methods that this one reads too (its default in `defaults` where it differs). */
+  uses?: (keyof Settings)[];
   /** The metrics' and TensorBoard's tag of the self-supervised loss. */
   lossTag: string;
   /** A momentum (target) encoder follows the online one: `--base-decay` sets its decay, `--weights target` reads it. */
   momentumTarget: boolean;
 }
 
+const positive = (v: number) => v > 0 ? null : `must be > 0, got ${v}`;
+const positiveInt = (v: number) => Number.isInteger(v) && v > 0 ? null : `must be a positive integer, got ${v}`;
+const nonNegative = (v: number) => v >= 0 ? null : `must be >= 0, got ${v}`;
+
 /**
  * The methods, in the order `--help` lists them. The first is the
  * default. SimCLR's and BYOL's defaults are the reference programs'
- * (REFERENCE.md §1).
+ * (REFERENCE.md §1); the others' are their papers' (docs/METHODS.md). The
+ * native side has no defaults: the whole configuration crosses the FFI.
  */
 export const METHODS = {
   simclr: {
     defaults: { lr: 0.3, headLatentSize: 1024 },
-    settings: ["nceSize", "nceTemperature"],
+    own: {
+      nceSize: { default: 128, flags: "--nce-size <n>", help: "SimCLR: projection output width", parse: "int", check: positiveInt, shapesModel: true },
+      nceTemperature: { default: 0.1, flags: "--nce-temperature <t>", help: "SimCLR: NT-Xent temperature", parse: "float", check: positive },
+    },
     lossTag: "nce-loss",
     momentumTarget: false,
   },
   byol: {
     defaults: { lr: 0.2, headLatentSize: 4096 },
-    settings: ["projectionSize", "baseDecay", "byolLoss"],
+    own: {
+      projectionSize: {
+        default: 256,
+        flags: "--projection-size <n>",
+        help: "BYOL: projector and predictor output width",
+        parse: "int",
+        check: positiveInt,
+        shapesModel: true,
+      },
+      baseDecay: {
+        default: 0.996,
+        flags: "--base-decay <tau>",
+        help: "BYOL: base EMA decay of the target network",
+        parse: "float",
+        check: (v: number) => v >= 0 && v <= 1 ? null : `must be in [0, 1], got ${v}`,
+      },
+      byolLoss: {
+        default: "paper",
+        flags: "--byol-loss <kind>",
+        help: "BYOL: paper (per-sample 2-2cos) or reference (whole-batch norms)",
+        check: (v: string) => v === "paper" || v === "reference" ? null : `must be paper or reference, got ${v}`,
+      },
+    },
     lossTag: "byol-loss",
     momentumTarget: true,
   },
   // Zbontar et al. 2021 and facebookresearch/barlowtwins (docs/METHODS.md).
   barlowtwins: {
     defaults: { lr: 0.2 },
-    settings: ["projectorWidths", "offDiagonalWeight"],
+    own: {
+      projectorWidths: {
+        default: "8192-8192-8192",
+        flags: "--projector-widths <w-w-w>",
+        help: "Barlow Twins: projector widths after the backbone, joined by -",
+        check: (v: string) => /^[1-9]\d*(-[1-9]\d*)*$/.test(v) ? null : `must be widths joined by -, such as 8192-8192-8192, got ${v}`,
+        shapesModel: true,
+      },
+      offDiagonalWeight: {
+        default: 0.005,
+        flags: "--off-diagonal-weight <lambda>",
+        help: "Barlow Twins: weight λ of the cross-correlation's off-diagonal terms",
+        parse: "float",
+        check: nonNegative,
+      },
+    },
     lossTag: "barlow-loss",
     momentumTarget: false,
   },
@@ -174,9 +236,20 @@ export function targetMethods(): string {
   return METHOD_NAMES.filter((m) => methodSpec(m).momentumTarget).join(", ");
 }
 
+/** The settings method `m` defines or uses (not the shared ones). */
+export function settingsOf(m: Method): string[] {
+  const spec = methodSpec(m);
+  return [...Object.keys(spec.own), ...(spec.uses ?? [])];
+}
+
+/** Every method's own settings, each once (where it is defined), in METHODS' order. */
+export function ownSettings(): [key: keyof Settings, setting: OwnSetting][] {
+  return METHOD_NAMES.flatMap((m) => Object.entries(methodSpec(m).own) as [keyof Settings, OwnSetting][]);
+}
+
 /** The methods whose own setting `key` is (none for a shared setting). */
 export function ownersOf(key: string): Method[] {
-  return METHOD_NAMES.filter((m) => (methodSpec(m).settings as string[]).includes(key));
+  return METHOD_NAMES.filter((m) => settingsOf(m).includes(key));
 }
 
 /** `key` does not apply to `method`: it is only other methods' own setting. */

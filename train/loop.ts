@@ -188,8 +188,10 @@ export async function train(cfg: Config, log: (line: string) => void = console.l
   using testLoader = layout.test ? await Loader.create({ ...common, ...loaderFolder(layout.test), augment: false }) : null;
   const memory = inMemoryLine(cfg.inMemory, { train: trainLoader.report(), ...(testLoader ? { test: testLoader.report() } : {}) });
   if (memory) log(memory);
+  // The configuration crosses the FFI as it is (the native side reads the
+  // keys it knows, a method its own settings), with this process's place.
   using trainer = await Trainer.create({
-    method: cfg.method,
+    ...cfg,
     device,
     threads: cfg.threads || (cuda ? 0 : threadsPerReplica(cfg, Deno.env.toObject())),
     distributed: {
@@ -200,27 +202,10 @@ export async function train(cfg: Config, log: (line: string) => void = console.l
       timeoutSecs: cfg.distributedTimeout,
       syncBn: cfg.convertToSyncBn,
     },
-    arch: cfg.arch,
-    smallStem: cfg.smallStem,
-    baseWidth: cfg.baseWidth,
-    representationSize: cfg.representationSize,
-    headLatentSize: cfg.headLatentSize,
-    nceSize: cfg.nceSize,
-    nceTemperature: cfg.nceTemperature,
-    projectionSize: cfg.projectionSize,
-    byolLoss: cfg.byolLoss,
-    projectorWidths: cfg.projectorWidths,
-    offDiagonalWeight: cfg.offDiagonalWeight,
     // Without labels every sample has label 0 and the probe one output: its
     // cross-entropy is exactly 0 and it learns nothing (the probe is off).
     numClasses: Math.max(1, classes.length),
-    optimizer: cfg.optimizer,
-    weightDecay: cfg.weightDecay,
-    clip: cfg.clip,
-    polyakEma: cfg.polyakEma,
-    weightInitialization: cfg.weightInitialization,
     seed: cfg.seed ?? 0,
-    precision: cfg.precision,
     // Tests: GradScaler settings as JSON; with fp32 they turn loss scaling on.
     lossScaler: JSON.parse(Deno.env.get("SELFSUP_LOSS_SCALER") ?? "null") ?? undefined,
   });

@@ -20,7 +20,7 @@
  */
 import { createHash } from "node:crypto";
 import { basename } from "node:path";
-import { type Config, foreignTo, isMethod, METHOD_NAMES } from "./config.ts";
+import { type Config, foreignTo, isMethod, METHOD_NAMES, ownSettings } from "./config.ts";
 
 /** The longest name: the reference asserts `len(name) < 251`. */
 export const MAX_RUN_NAME = 250;
@@ -71,13 +71,15 @@ const SELFSUP_ARGS: [key: keyof Config, omitted: unknown][] = [
   ["smallStem", false],
   ["baseWidth", 64],
   ["byolLoss", "paper"],
-  ["projectorWidths", undefined],
-  ["offDiagonalWeight", undefined],
   ["blurProb", [0.5, 0.5]],
   ["solarizeProb", [0, 0]],
   // fp16 is named by the reference's `half` (h1), so only bf16 adds `pbf16`.
   ["precision", "fp32"],
 ];
+// The newer methods' own settings (METHODS), always named with their method.
+for (const [key] of ownSettings()) {
+  if (!REFERENCE_ARGS.includes(key) && !SELFSUP_ARGS.some(([k]) => k === key)) SELFSUP_ARGS.push([key, undefined]);
+}
 
 /**
  * The reference's replacements, applied in order to the whole name. Only

@@ -10,6 +10,7 @@
  * (CPU time of all the process's threads while loading; Deno's start-up excluded).
  * @module
  */
+import { DEFAULTS } from "../../cli/config.ts";
 import { parseArgs } from "node:util";
 import { Loader, version } from "../../ffi/native.ts";
 
@@ -47,6 +48,9 @@ using loader = await Loader.create({
   workers: Number(values.workers),
   inMemory: "never",
   seed: 0,
+  colorJitterStrength: DEFAULTS.colorJitterStrength,
+  blurProb: DEFAULTS.blurProb,
+  solarizeProb: DEFAULTS.solarizeProb,
 });
 let samples = 0;
 for (let epoch = 0; epoch < Number(values.epochs); epoch++) {

@@ -24,7 +24,8 @@
 import { parseArgs } from "node:util";
 import { Trainer, type TrainerConfig, version } from "../../ffi/native.ts";
 import { check, hook } from "../../ffi/lib.ts";
-import { isMethod, METHOD_NAMES, methodSpec } from "../../train/config.ts";
+import { isMethod, METHOD_NAMES } from "../../train/config.ts";
+import { defaultsOf } from "../../cli/config.ts";
 
 const { values: o } = parseArgs({
   args: Deno.args,
@@ -55,20 +56,18 @@ const [benchSetup, benchStep] = [hook("selfsup_trainer_bench_setup"), hook("self
 
 const [batch, size, threads] = [Number(o.batch), Number(o.size), Number(o.threads)];
 const features = ["resnet18", "resnet34"].includes(o.arch) ? 512 : 2048;
-const latent = Number(o["head-latent-size"]) || methodSpec(method).defaults.headLatentSize!;
+const defaults = defaultsOf(method);
 const info = version(); // libtorch is loaded before anything is timed
 const config: TrainerConfig = {
-  method,
+  // The method's defaults (its own settings among them), then the bench's.
+  ...defaults,
   device: o.device as TrainerConfig["device"],
   threads,
   arch: o.arch,
   smallStem: o["small-stem"],
+  baseWidth: 64,
   representationSize: features,
-  headLatentSize: latent,
-  nceSize: 128,
-  nceTemperature: 0.1,
-  projectionSize: 256,
-  byolLoss: "paper",
+  headLatentSize: Number(o["head-latent-size"]) || defaults.headLatentSize,
   numClasses: Number(o.classes),
   optimizer: "lars_momentum",
   weightDecay: 1e-6,

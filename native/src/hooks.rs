@@ -15,6 +15,14 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use tch::Tensor;
 
+/// Whether this library has the hooks: ffi/lib.ts asks before it calls
+/// one, since Deno (2.9) turns a missing symbol declared optional into
+/// null only for a blocking one (this), not for the nonblocking hooks.
+#[no_mangle]
+pub extern "C" fn selfsup_has_hooks() -> i64 {
+    1
+}
+
 /// Reads two (bytes, length) strings as paths.
 unsafe fn paths(i: (*const u8, usize), o: (*const u8, usize)) -> Result<(PathBuf, PathBuf)> {
     Ok((PathBuf::from(text(i.0, i.1)?), PathBuf::from(text(o.0, o.1)?)))

@@ -47,13 +47,12 @@ pub struct LoaderConfig {
     pub rank: usize,
     #[serde(default = "one")]
     pub world_size: usize,
-    #[serde(default = "default_strength")]
+    /// The run's augmentation settings (no defaults here: cli/config.ts
+    /// holds them); read for training views only.
     pub color_jitter_strength: f64,
     /// Blur probability of view 1 and view 2.
-    #[serde(default = "default_blur")]
     pub blur_prob: [f64; 2],
     /// Solarisation probability of view 1 and view 2 (BYOL-style asymmetric views).
-    #[serde(default)]
     pub solarize_prob: [f64; 2],
     /// Finished batches kept ready (at least one per worker).
     #[serde(default = "default_prefetch")]
@@ -73,12 +72,6 @@ pub struct LoaderConfig {
 
 fn one() -> usize {
     1
-}
-fn default_strength() -> f64 {
-    1.0
-}
-fn default_blur() -> [f64; 2] {
-    [0.5, 0.5]
 }
 fn default_prefetch() -> usize {
     2

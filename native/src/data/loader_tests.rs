@@ -32,6 +32,7 @@ fn config(root: &Path, split: &str, batch: usize) -> LoaderConfig {
     serde_json::from_value(serde_json::json!({
         "dataDir": root, "split": split, "batchSize": batch, "imageSize": 16, "seed": 9,
         "augment": augment, "shuffle": augment, "dropLast": augment, "inMemory": "never",
+        "colorJitterStrength": 1.0, "blurProb": [0.5, 0.5], "solarizeProb": [0.0, 0.0],
     }))
     .expect("config")
 }
