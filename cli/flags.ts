@@ -8,7 +8,7 @@
  */
 import { type Command, InvalidArgumentError, Option } from "commander";
 import { DEFAULTS, type Settings } from "./config.ts";
-import { METHOD_NAMES, methodChoices, methodSpec, ownSettings } from "../train/config.ts";
+import { METHOD_NAMES, methodChoices, methodSpec, ownersOf, ownSettings } from "../train/config.ts";
 import { PRESETS } from "./presets.ts";
 
 type Parse = (v: string) => unknown;
@@ -96,7 +96,7 @@ export const FLAGS: Record<string, Flag[]> = {
     { key: "smallStem", flags: "--small-stem", help: "3x3 stride-1 stem without max-pool, for ~32 px images; --no-small-stem: torchvision's 7x7/2 stem and max-pool", follows: "on for images of 64 px or less" },
     { key: "baseWidth", flags: "--base-width <n>", help: "stem channels; the four stages get n, 2n, 4n, 8n planes: a narrower ResNet for small machines, features shrink alike", parse: "int", follows: "64, torchvision's" },
     { key: "representationSize", flags: "--representation-size <n>", help: "backbone feature width: 512 (resnet18/34) or 2048, times base-width/64", parse: "int", follows: "the backbone's" },
-    { key: "headLatentSize", flags: "--head-latent-size <n>", help: "hidden width of the head", parse: "int" },
+    { key: "headLatentSize", flags: "--head-latent-size <n>", help: "hidden width of the head (BYOL, MoCo v3: of the projector and predictor)", parse: "int" },
     { key: "weightInitialization", flags: "--weight-initialization <name>", help: "re-initialise conv/linear weights: xavier_uniform, xavier_normal, orthogonal, kaiming_normal, kaiming_uniform", follows: "torchvision's" },
     { key: "convertToSyncBn", flags: "--convert-to-sync-bn", help: "synchronise BatchNorm statistics across replicas (a no-op with one replica)" },
   ],
@@ -150,8 +150,9 @@ function defaultText(f: Flag, base: Partial<Settings>): string {
   const v = base[f.key];
   if (v !== undefined) return v === false ? "" : ` (default: ${shown(v)})`;
   if (f.follows) return ` (default: ${f.follows})`;
-  // A default some method changes is shown for each method.
-  const per = METHOD_NAMES.map((m) => [m, methodSpec(m).defaults[f.key]] as const);
+  // A default some method changes is shown for each method it applies to.
+  const owners = ownersOf(f.key);
+  const per = (owners.length > 0 ? owners : METHOD_NAMES).map((m) => [m, methodSpec(m).defaults[f.key]] as const);
   if (per.some(([, x]) => x !== undefined)) {
     return ` (default: ${per.map(([m, x]) => `${m} ${shown(x ?? DEFAULTS[f.key])}`).join(", ")})`;
   }

@@ -296,7 +296,7 @@ export class Trainer extends Handle {
     return new Trainer(check(await native().selfsup_trainer_new(j, BigInt(j.length))));
   }
 
-  /** One optimisation step on `batch` (consumed) at learning rate `lr`; `tau` is BYOL's target decay. */
+  /** One optimisation step on `batch` (consumed) at learning rate `lr`; `tau` is the momentum target's decay (BYOL, MoCo v3). */
   async trainStep(batch: Batch, lr: number, tau = 1): Promise<StepMetrics> {
     const m = new Float64Array(METRICS);
     check(await native().selfsup_trainer_train_step(BigInt(this.id), BigInt(batch.take()), lr, tau, m));
@@ -456,7 +456,11 @@ export class Trainer extends Handle {
     check(await hook("selfsup_trainer_debug_poison")(BigInt(this.id), n, BigInt(n.length)));
   }
 
-  /** Loss and gradients for the views in `input` (safetensors: view1, view2, labels) into `output`. */
+  /**
+   * Loss and gradients for the views in `input` (safetensors: view1, view2,
+   * labels) into `output`; with the scalars lr and tau in `input` the
+   * step's update follows.
+   */
   async debugGradients(input: string, output: string): Promise<void> {
     const i = utf8(input), o = utf8(output);
     check(await hook("selfsup_trainer_debug_gradients")(BigInt(this.id), i, BigInt(i.length), o, BigInt(o.length)));

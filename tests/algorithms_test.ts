@@ -26,7 +26,7 @@ function assertClose(report: Report, tol: number, expectKeys: string[]): void {
 }
 
 /** The new methods' losses are written from their papers in methods_reference.py. */
-const METHOD_LOSSES = ["barlowTwins"];
+const METHOD_LOSSES = ["mocoV3", "barlowTwins"];
 
 async function parity(kind: "loss" | "optimizer", spec: Record<string, unknown>): Promise<Report> {
   using dir = tempDir();
@@ -43,6 +43,10 @@ const lossCases = [
   { loss: "ntXent", temperature: 0.2, batch: 6, dim: 16, seed: 2, replicas: 3, offset: 6 },
   { loss: "byol", norm: "paper", batch: 16, dim: 32 },
   { loss: "byol", norm: "reference", batch: 7, dim: 12, seed: 3 },
+  { loss: "mocoV3", temperature: 1.0, batch: 16, dim: 32 },
+  { loss: "mocoV3", temperature: 0.2, batch: 5, dim: 8, seed: 5 },
+  // Keys of 3 replicas, this one's at rows 6..11: every replica's keys are negatives.
+  { loss: "mocoV3", temperature: 1.0, batch: 6, dim: 16, seed: 6, replicas: 3, offset: 6 },
   { loss: "barlowTwins", lambd: 0.005, batch: 16, dim: 32 },
   { loss: "barlowTwins", lambd: 0.0051, batch: 6, dim: 24, seed: 4 },
 ];
@@ -51,7 +55,7 @@ for (const spec of lossCases) {
     name: `loss parity with PyTorch: ${JSON.stringify(spec)}`,
     ignore: python === "",
     async fn() {
-      const grads = spec.loss === "byol" ? ["grad.p1", "grad.p2"] : ["grad.z1", "grad.z2"];
+      const grads = spec.loss === "byol" ? ["grad.p1", "grad.p2"] : spec.loss === "mocoV3" ? ["grad.q1", "grad.q2"] : ["grad.z1", "grad.z2"];
       assertClose(await parity("loss", spec), 1e-5, ["loss", ...grads]);
     },
   });

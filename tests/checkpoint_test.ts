@@ -10,13 +10,13 @@ import { readSafetensors, tensorOf, writeSafetensors } from "../train/safetensor
 import { python, runCli, runPython, tempDir, trainerConfig } from "./helpers.ts";
 
 const base = [
-  "train", "--method", "byol", "--num-replicas", "1", "--arch", "resnet18", "--representation-size", "512",
+  "train", "--num-replicas", "1", "--arch", "resnet18", "--representation-size", "512",
   "--head-latent-size", "64", "--projection-size", "32", "--image-size-override", "32", "--no-small-stem", "--batch-size", "32",
   "--epochs", "2", "--warmup", "1", "--seed", "3", "--polyak-ema", "0.9", "--uid", "resume", "--no-cuda",
 ];
 
-async function trainRun(data: string, dir: string, env: Record<string, string> = {}) {
-  const args = [...base, "--data-dir", data, "--model-dir", join(dir, "models"), "--log-dir", join(dir, "runs")];
+async function trainRun(method: string, data: string, dir: string, env: Record<string, string> = {}) {
+  const args = [...base, "--method", method, "--data-dir", data, "--model-dir", join(dir, "models"), "--log-dir", join(dir, "runs")];
   const out = await new Deno.Command(Deno.execPath(), {
     args: ["run", "--allow-all", "--quiet", join(import.meta.dirname!, "..", "cli", "main.ts"), ...args],
     env,
@@ -34,38 +34,41 @@ function lastCheckpoint(modelDir: string) {
   return { side: s, tensors: readSafetensors(join(modelDir, s.weights)).tensors };
 }
 
-Deno.test("resume after SIGTERM continues bit-for-bit: weights, BYOL target, optimizer, Polyak and loss-scaler state", async () => {
-  using dir = tempDir();
-  const data = join(dir.path, "data");
-  await writeDemoDataset(data, { trainPerClass: 16, testPerClass: 3 });
-  // A loss scaler on fp32 gradients (fp16 needs a GPU), started high
-  // enough that steps overflow and are skipped on both sides of the stop.
-  const scaler = { SELFSUP_LOSS_SCALER: JSON.stringify({ initScale: 2 ** 127, growthInterval: 2 }) };
-  const straight = await trainRun(data, join(dir.path, "a"), scaler);
-  assert.equal(straight.code, 0, straight.stderr);
-  // 5 steps an epoch: stop in the middle of the first epoch, then resume.
-  const stopped = await trainRun(data, join(dir.path, "b"), { ...scaler, SELFSUP_SIGTERM_AFTER_STEPS: "3" });
-  assert.equal(stopped.code, 0, stopped.stderr);
-  assert.match(stopped.stderr, /SIGTERM: finishing the current step/);
-  // The signal is handled while a step is in flight; that step completes.
-  const at = stopped.stdout.match(/saved the last checkpoint at epoch 1, batch (\d+)/);
-  assert.ok(at && Number(at[1]) >= 3 && Number(at[1]) < 5, stopped.stdout);
-  const resumed = await trainRun(data, join(dir.path, "b"), scaler);
-  assert.equal(resumed.code, 0, resumed.stderr);
-  assert.match(resumed.stdout, new RegExp(`resumed .* at epoch 1, batch ${at[1]} \\(step ${at[1]}\\)`));
+// The momentum targets of BYOL and MoCo v3 (whose schedule runs one step ahead).
+for (const method of ["byol", "mocov3"]) {
+  Deno.test(`resume after SIGTERM continues bit-for-bit: weights, ${method}'s momentum target, optimizer, Polyak and loss-scaler state`, async () => {
+    using dir = tempDir();
+    const data = join(dir.path, "data");
+    await writeDemoDataset(data, { trainPerClass: 16, testPerClass: 3 });
+    // A loss scaler on fp32 gradients (fp16 needs a GPU), started high
+    // enough that steps overflow and are skipped on both sides of the stop.
+    const scaler = { SELFSUP_LOSS_SCALER: JSON.stringify({ initScale: 2 ** 127, growthInterval: 2 }) };
+    const straight = await trainRun(method, data, join(dir.path, "a"), scaler);
+    assert.equal(straight.code, 0, straight.stderr);
+    // 5 steps an epoch: stop in the middle of the first epoch, then resume.
+    const stopped = await trainRun(method, data, join(dir.path, "b"), { ...scaler, SELFSUP_SIGTERM_AFTER_STEPS: "3" });
+    assert.equal(stopped.code, 0, stopped.stderr);
+    assert.match(stopped.stderr, /SIGTERM: finishing the current step/);
+    // The signal is handled while a step is in flight; that step completes.
+    const at = stopped.stdout.match(/saved the last checkpoint at epoch 1, batch (\d+)/);
+    assert.ok(at && Number(at[1]) >= 3 && Number(at[1]) < 5, stopped.stdout);
+    const resumed = await trainRun(method, data, join(dir.path, "b"), scaler);
+    assert.equal(resumed.code, 0, resumed.stderr);
+    assert.match(resumed.stdout, new RegExp(`resumed .* at epoch 1, batch ${at[1]} \\(step ${at[1]}\\)`));
 
-  const a = lastCheckpoint(join(dir.path, "a", "models"));
-  const b = lastCheckpoint(join(dir.path, "b", "models"));
-  assert.equal(a.side.step, 10);
-  assert.deepEqual([b.side.epoch, b.side.batch, b.side.step], [a.side.epoch, a.side.batch, a.side.step]);
-  assert.deepEqual([...b.tensors.keys()], [...a.tensors.keys()]);
-  for (const prefix of ["model.target.", "optim.", "polyak.", "model.backbone.", "amp.scale", "amp.growth_tracker"]) {
-    assert.ok([...a.tensors.keys()].some((k) => k.startsWith(prefix)), `checkpoint holds ${prefix}*`);
-  }
-  for (const [k, t] of a.tensors) assert.deepEqual(b.tensors.get(k)!.data, t.data, `${k} differs after resume`);
-  const skipped = [...straight.stdout.matchAll(/^amp-0\[Epoch \d\]: (\d+) of 5 steps skipped/gm)].map((m) => Number(m[1]));
-  assert.ok(skipped.length === 2 && skipped[0] > 0 && skipped[0] + skipped[1] < 10, straight.stdout);
-});
+    const a = lastCheckpoint(join(dir.path, "a", "models"));
+    const b = lastCheckpoint(join(dir.path, "b", "models"));
+    assert.equal(a.side.step, 10);
+    assert.deepEqual([b.side.epoch, b.side.batch, b.side.step], [a.side.epoch, a.side.batch, a.side.step]);
+    assert.deepEqual([...b.tensors.keys()], [...a.tensors.keys()]);
+    for (const prefix of ["model.target.", "optim.", "polyak.", "model.backbone.", "amp.scale", "amp.growth_tracker"]) {
+      assert.ok([...a.tensors.keys()].some((k) => k.startsWith(prefix)), `checkpoint holds ${prefix}*`);
+    }
+    for (const [k, t] of a.tensors) assert.deepEqual(b.tensors.get(k)!.data, t.data, `${k} differs after resume`);
+    const skipped = [...straight.stdout.matchAll(/^amp-0\[Epoch \d\]: (\d+) of 5 steps skipped/gm)].map((m) => Number(m[1]));
+    assert.ok(skipped.length === 2 && skipped[0] > 0 && skipped[0] + skipped[1] < 10, straight.stdout);
+  });
+}
 
 Deno.test("a writer killed mid-checkpoint leaves the previous checkpoint intact and loadable", async () => {
   using dir = tempDir();
@@ -114,37 +117,52 @@ Deno.test("a truncated or foreign checkpoint is a one-line error", async () => {
   await trainer.loadCheckpoint(good);
 });
 
-Deno.test({
-  name: "export: torchvision's resnet18 loads the backbone (only fc.* missing) and gives selfsup's features",
-  ignore: python === "",
-  async fn() {
-    using dir = tempDir();
-    const data = join(dir.path, "data");
-    await writeDemoDataset(data, { trainPerClass: 8, testPerClass: 2 });
-    const models = join(dir.path, "models");
-    const r = await runCli([
-      "train", "--num-replicas", "1", "-a", "resnet18", "--representation-size", "512", "--head-latent-size", "32",
-      "--image-size-override", "32", "--no-small-stem", "--batch-size", "16", "--epochs", "2", "--warmup", "1", "--data-dir", data,
-      "--model-dir", models, "--log-dir", join(dir.path, "runs"), "--no-cuda",
-    ]);
-    assert.equal(r.code, 0, r.stderr);
-    const side = [...Deno.readDirSync(models)].find((e) => e.name.endsWith(".last.json"))!.name;
-    const out = join(dir.path, "backbone.safetensors");
-    const e = await runCli(["export", join(models, side), out]);
-    assert.equal(e.code, 0, e.stderr);
-    // selfsup's features for some images, from the checkpoint
-    const images = join(dir.path, "images.safetensors");
-    const x = new Float32Array(2 * 3 * 32 * 32).map((_, i) => (i * 7919 % 1000) / 1000);
-    writeSafetensors(images, [["images", tensorOf([2, 3, 32, 32], x)]]);
-    using trainer = await Trainer.create(trainerConfig({
-      device: "cpu", arch: "resnet18", representationSize: 512, headLatentSize: 32, nceSize: 128, nceTemperature: 0.1,
-      numClasses: 10, optimizer: "lars_momentum", weightDecay: 1e-6,
-    }));
-    await trainer.loadCheckpoint(join(models, readSidecar(join(models, side))!.weights));
-    await trainer.debugFeatures(images, join(dir.path, "native.safetensors"));
-    const report = JSON.parse(await runPython("export_check.py", ["resnet18", out, images, join(dir.path, "native.safetensors")]));
-    assert.deepEqual(report.missing, ["fc.bias", "fc.weight"]);
-    assert.deepEqual(report.unexpected, []);
-    assert.ok(report.featureError <= 1e-5, `features differ by ${report.featureError}`);
-  },
-});
+// SimCLR's online backbone, and MoCo v3's momentum encoder (--weights target).
+for (const [method, weights] of [["simclr", "online"], ["mocov3", "target"]] as const) {
+  Deno.test({
+    name: `export (${method}, --weights ${weights}): torchvision's resnet18 loads the backbone (only fc.* missing) and gives selfsup's features`,
+    ignore: python === "",
+    async fn() {
+      using dir = tempDir();
+      const data = join(dir.path, "data");
+      await writeDemoDataset(data, { trainPerClass: 8, testPerClass: 2 });
+      const models = join(dir.path, "models");
+      const r = await runCli([
+        "train", "--method", method, "--num-replicas", "1", "-a", "resnet18", "--representation-size", "512", "--head-latent-size", "32",
+        "--image-size-override", "32", "--no-small-stem", "--batch-size", "16", "--epochs", "2", "--warmup", "1", "--data-dir", data,
+        "--model-dir", models, "--log-dir", join(dir.path, "runs"), "--no-cuda",
+      ]);
+      assert.equal(r.code, 0, r.stderr);
+      const side = [...Deno.readDirSync(models)].find((e) => e.name.endsWith(".last.json"))!.name;
+      const checkpoint = join(models, readSidecar(join(models, side))!.weights);
+      const out = join(dir.path, "backbone.safetensors");
+      const e = await runCli(["export", join(models, side), out, "--weights", weights]);
+      assert.equal(e.code, 0, e.stderr);
+      // selfsup's features for some images: from the checkpoint (online), or
+      // from the export read back into a backbone (the target has no
+      // feature path of its own here).
+      const images = join(dir.path, "images.safetensors");
+      const x = new Float32Array(2 * 3 * 32 * 32).map((_, i) => (i * 7919 % 1000) / 1000);
+      writeSafetensors(images, [["images", tensorOf([2, 3, 32, 32], x)]]);
+      using trainer = await Trainer.create(trainerConfig({
+        device: "cpu", arch: "resnet18", representationSize: 512, headLatentSize: 32, nceSize: 128, nceTemperature: 0.1,
+        numClasses: 10, optimizer: "lars_momentum", weightDecay: 1e-6,
+      }));
+      if (weights === "online") {
+        await trainer.loadCheckpoint(checkpoint);
+      } else {
+        // The export is the momentum encoder's backbone, which training moved away from the online one.
+        const ck = readSafetensors(checkpoint).tensors;
+        const exported = readSafetensors(out).tensors.get("layer1.0.conv1.weight")!.data;
+        assert.deepEqual(exported, ck.get("model.target.backbone.layer1.0.conv1.weight")!.data);
+        assert.notDeepEqual(exported, ck.get("model.backbone.layer1.0.conv1.weight")!.data);
+        await trainer.loadBackbone(out);
+      }
+      await trainer.debugFeatures(images, join(dir.path, "native.safetensors"));
+      const report = JSON.parse(await runPython("export_check.py", ["resnet18", out, images, join(dir.path, "native.safetensors")]));
+      assert.deepEqual(report.missing, ["fc.bias", "fc.weight"]);
+      assert.deepEqual(report.unexpected, []);
+      assert.ok(report.featureError <= 1e-5, `features differ by ${report.featureError}`);
+    },
+  });
+}

@@ -22,10 +22,13 @@ Deno.test("--help shows each command's own defaults: the demo's are not train's"
   const help = async (cmd: string) => (await runCli([cmd, "--help"])).stdout.replace(/\s+/g, " ");
   const [train, demo] = [await help("train"), await help("demo")];
   assert.match(train, /--batch-size <n> global batch size, split over replicas \(default: 256; a data set with fewer/);
-  assert.match(train, /--epochs <n> number of epochs \(default: 3000\)/);
-  assert.match(train, /--lr <lr> .* \(default: simclr 0\.3, byol 0\.2, barlowtwins 0\.2\)/);
-  assert.match(train, /--head-latent-size <n> .* \(default: simclr 1024, byol 4096, barlowtwins 1024\)/);
-  assert.match(train, /--method <name> simclr, byol or barlowtwins \(default: simclr\)/);
+  assert.match(train, /--epochs <n> number of epochs \(default: simclr 3000, byol 3000, mocov3 100, barlowtwins 3000\)/);
+  assert.match(train, /--lr <lr> .* \(default: simclr 0\.3, byol 0\.2, mocov3 0\.6, barlowtwins 0\.2\)/);
+  assert.match(train, /--head-latent-size <n> .* \(default: simclr 1024, byol 4096, mocov3 4096, barlowtwins 1024\)/);
+  assert.match(train, /--method <name> simclr, byol, mocov3 or barlowtwins \(default: simclr\)/);
+  // A setting of some methods shows only their defaults.
+  assert.match(train, /--nce-temperature <t> .* \(default: simclr 0\.1, mocov3 1\)/);
+  assert.match(train, /--base-decay <tau> .* \(default: byol 0\.996, mocov3 0\.99\)/);
   assert.match(train, /--arch <name> .* \(default: resnet18 for images of 64 px or less, else resnet50\)/);
   assert.match(demo, /--batch-size <n> global batch size, split over replicas \(default: 128\)/);
   assert.match(demo, /--epochs <n> number of epochs \(default: 12\)/);
@@ -42,7 +45,7 @@ Deno.test("the CLI rejects a malformed number in one line", async () => {
 });
 
 // Barlow Twins with a small projector (the paper's 8192-8192-8192 is for ImageNet).
-const shortRuns = [["simclr", []], ["byol", []], ["barlowtwins", ["--projector-widths", "64-64-64"]]] as const;
+const shortRuns = [["simclr", []], ["byol", []], ["mocov3", ["--projection-size", "32"]], ["barlowtwins", ["--projector-widths", "64-64-64"]]] as const;
 for (const [method, extra] of shortRuns) {
   const name = new RegExp(`^${method}-r18-data-[0-9a-f]{8}\\.`);
   Deno.test(`a short ${method} run on the demo data trains, evaluates and saves its weights`, async () => {
@@ -79,7 +82,11 @@ for (const [method, extra] of shortRuns) {
     const saved = [...Deno.readDirSync(join(dir.path, "models"))].map((e) => e.name).sort();
     assert.equal(saved.length, 4, saved.join(", "));
     for (const f of saved) assert.match(f, name);
-    assert.deepEqual(saved.map((f) => f.replace(/^.*\.(last|best)/, "$1")), ["best-10.safetensors", "best.json", "last-10.safetensors", "last.json"]);
+    // The best is epoch 1's or epoch 2's (step 5 or 10), as the method's test loss went.
+    assert.deepEqual(
+      saved.map((f) => f.replace(/^.*\.(last|best)/, "$1").replace(/^best-5\./, "best-10.")),
+      ["best-10.safetensors", "best.json", "last-10.safetensors", "last.json"],
+    );
     if (method !== "byol") {
       const last = join(dir.path, "models", saved.find((f) => f.endsWith("last.json"))!);
       for (const kind of ["knn", "linear"]) {

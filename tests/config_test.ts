@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { ConfigError, resolve } from "../cli/config.ts";
 import { PRESETS } from "../cli/presets.ts";
+import { methodSpec } from "../train/config.ts";
 import { byolTau, lrAt } from "../train/schedule.ts";
 import { runCli, tempDir } from "./helpers.ts";
 
@@ -67,11 +68,12 @@ Deno.test("defaults follow the machine, the other settings and the data unless g
 
 Deno.test("contradictions given explicitly stay one-line ConfigErrors", () => {
   const bad: [Parameters<typeof resolve>[0], RegExp][] = [
-    [{ method: "byol", nceTemperature: 0.5 }, /--nce-temperature belongs to --method simclr, not byol/],
-    [{ projectionSize: 128 }, /--projection-size belongs to --method byol, not simclr/],
+    [{ method: "byol", nceTemperature: 0.5 }, /--nce-temperature belongs to --method simclr or mocov3, not byol/],
+    [{ projectionSize: 128 }, /--projection-size belongs to --method byol or mocov3, not simclr/],
+    [{ method: "mocov3", byolLoss: "reference" }, /--byol-loss belongs to --method byol, not mocov3/],
     [{ offDiagonalWeight: 0.01 }, /--off-diagonal-weight belongs to --method barlowtwins, not simclr/],
     [{ method: "barlowtwins", projectorWidths: "8192-0" }, /--projector-widths must be widths joined by -, such as 8192-8192-8192, got 8192-0/],
-    [{ method: "moco" as never }, /--method must be simclr, byol or barlowtwins, got moco/],
+    [{ method: "moco" as never }, /--method must be simclr, byol, mocov3 or barlowtwins, got moco/],
     [{ batchSize: 100, numReplicas: 8 }, /--batch-size 100 is not divisible by --num-replicas 8/],
     [{ arch: "resnet18", representationSize: 2048 }, /--representation-size 2048 does not match resnet18's 512 features; use --representation-size 512/],
     [{ arch: "resnet18", baseWidth: 32, representationSize: 512 }, /--representation-size 512 does not match resnet18 with --base-width 32's 256 features; use --representation-size 256/],
@@ -121,6 +123,31 @@ Deno.test("--method barlowtwins --print-config shows its defaults (Zbontar et al
   assert.ok(!("projectorWidths" in simclr) && !("offDiagonalWeight" in simclr));
 });
 
+Deno.test("--method mocov3 --print-config shows its defaults (Chen, Xie, He 2021, ResNet-50 100 epochs) and shares settings with SimCLR and BYOL", async () => {
+  const r = await runCli(["train", "--print-config", "--method", "mocov3", "--data-dir", "/nonexistent"]);
+  assert.equal(r.code, 0, r.stderr);
+  const c = JSON.parse(r.stdout);
+  assert.equal(c.method, "mocov3");
+  assert.deepEqual(
+    [c.lr, c.epochs, c.warmup, c.optimizer, c.weightDecay, c.headLatentSize, c.projectionSize, c.nceTemperature, c.baseDecay],
+    [0.6, 100, 10, "lars_momentum", 1e-6, 4096, 256, 1, 0.99],
+  );
+  assert.deepEqual([c.blurProb, c.solarizeProb], [[1, 0.1], [0, 0.2]], "BYOL's asymmetric views, as the authors");
+  for (const k of ["nceSize", "byolLoss", "projectorWidths", "offDiagonalWeight"]) assert.ok(!(k in c), `${k} is not shown`);
+  assert.match(c.runName, /^mocov3-/);
+  // The shared settings take flags as for the other methods.
+  const t = JSON.parse((await runCli(["train", "--print-config", "--method", "mocov3", "--nce-temperature", "0.2", "--base-decay", "0.996", "--data-dir", "/x"])).stdout);
+  assert.deepEqual([t.nceTemperature, t.baseDecay, t.sources.nceTemperature], [0.2, 0.996, "flag"]);
+});
+
+Deno.test("MoCo v3's momentum runs one step ahead of BYOL's schedule (the update after step k uses m(k + 1))", () => {
+  assert.equal(methodSpec("mocov3").momentumLead, 1);
+  assert.equal(methodSpec("byol").momentumLead ?? 0, 0);
+  // m(e) = 1 − (1 − m₀)(1 + cos(πe/E))/2 (main_moco.py adjust_moco_momentum); its last update uses m(E) = 1.
+  assert.ok(Math.abs(byolTau(0.99, 0 + 1, 100) - (1 - 0.01 * (1 + Math.cos(Math.PI / 100)) / 2)) < 1e-15);
+  assert.equal(byolTau(0.99, 99 + 1, 100), 1);
+});
+
 Deno.test("--print-config rejects contradictory flags in one line with exit 1", async () => {
   const r = await runCli(["train", "--print-config", "--method", "byol", "--nce-size", "64"]);
   assert.equal(r.code, 1);
@@ -158,7 +185,7 @@ Deno.test("config files: unknown keys, wrong types, per-process keys and unknown
     ["d.yaml", "preset: cifar\n", /^selfsup: .*d\.yaml: preset: unknown preset "cifar"; choose one of cifar-resnet18, /],
     ["e.yaml", "- 1\n- 2\n", /^selfsup: --config .*e\.yaml: expected a mapping of settings/],
     ["f.json", "{", /^selfsup: --config .*f\.json: not valid JSON/],
-    ["g.yaml", "method: byol\nnceTemperature: 0.5\n", /^selfsup: config .*g\.yaml: nceTemperature belongs to --method simclr, not byol$/],
+    ["g.yaml", "method: byol\nnceTemperature: 0.5\n", /^selfsup: config .*g\.yaml: nceTemperature belongs to --method simclr or mocov3, not byol$/],
   ];
   for (const [name, text, msg] of cases) {
     Deno.writeTextFileSync(join(dir.path, name), text);

@@ -68,13 +68,14 @@ Deno.test("CPU autocast policy (bf16 and fp16): conv/linear outputs reduced; los
  */
 const FP32_BY_DESIGN = new Set(["normalize", "similarity", "regression"]);
 
-// bf16 for both methods and fp16 for SimCLR on the CPU (its fp16 kernels
+// bf16 for each method and fp16 for SimCLR on the CPU (its fp16 kernels
 // are slow); every combination on CUDA when libtorch sees a GPU.
 const TRACED: [string, string, string][] = [
   ["cpu", "simclr", "bf16"],
   ["cpu", "byol", "bf16"],
+  ["cpu", "mocov3", "bf16"],
   ["cpu", "simclr", "fp16"],
-  ...["simclr", "byol"].flatMap((m) => ["fp16", "bf16"].map((p): [string, string, string] => ["cuda", m, p])),
+  ...["simclr", "byol", "mocov3"].flatMap((m) => ["fp16", "bf16"].map((p): [string, string, string] => ["cuda", m, p])),
 ];
 for (const [device, method, precision] of TRACED) {
   Deno.test({

@@ -10,6 +10,7 @@ import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { readSafetensors, writeSafetensors } from "../train/safetensors.ts";
 import { tempDir } from "./helpers.ts";
+import { methodChoices } from "../train/config.ts";
 import { cli, filesIn, runNameOf, tinyArgs, tinyData } from "./run_helpers.ts";
 
 /** A finished tiny run (1 epoch): its arguments, names and files. */
@@ -47,8 +48,17 @@ Deno.test("checkpoint trust: a damaged sidecar is a clear one-line error naming 
   };
   assert.match(await resumeWith((s) => s.epoch = "x"), /\.last\.json is damaged: epoch must be an integer >= 1, not "x"; .*--no-resume/);
   assert.match(await resumeWith((s) => delete s.config), /is damaged: config must be the run's settings, not undefined/);
-  assert.match(await resumeWith((s) => (s.config as Record<string, unknown>).method = 3), /config\.method must be "simclr" or "byol", not 3/);
+  const methods = methodChoices().replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+  assert.match(await resumeWith((s) => (s.config as Record<string, unknown>).method = 3), new RegExp(`config\\.method must be ${methods}, not 3`));
   assert.match(await resumeWith((s) => s.weights = "../elsewhere/x.safetensors"), /weights must be a \.safetensors file name in the same folder/);
+  // A weights file its sidecar does not name has no epoch and step of its own: resuming from it is refused.
+  Deno.writeTextFileSync(run.side, original);
+  const other = run.weights.replace(/-\d+\.safetensors$/, "-999999.safetensors");
+  Deno.copyFileSync(run.weights, other);
+  assert.match(
+    oneLineError(await cli([...run.args, "--epochs", "3", "--resume", other])),
+    /-999999\.safetensors is not the weights file its sidecar .*\.last\.json names .*; resume from that sidecar/,
+  );
 });
 
 Deno.test("checkpoint trust: --no-resume never deletes a file outside --model-dir that a sidecar names", async () => {

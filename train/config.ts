@@ -52,10 +52,13 @@ export interface Config extends Launch {
   headLatentSize: number;
   /** SimCLR only. */
   nceSize: number;
+  /** SimCLR and MoCo v3: τ of the contrastive loss (NT-Xent, InfoNCE). */
   nceTemperature: number;
-  /** BYOL only. */
+  /** BYOL and MoCo v3: the output width of the projector and predictor. */
   projectionSize: number;
+  /** BYOL and MoCo v3: the momentum target's decay at step 0 (cosine to 1). */
   baseDecay: number;
+  /** BYOL only. */
   byolLoss: "paper" | "reference";
   /** Barlow Twins only: projector widths after the backbone, `8192-8192-8192`. */
   projectorWidths: string;
@@ -139,6 +142,13 @@ export interface MethodSpec {
   lossTag: string;
   /** A momentum (target) encoder follows the online one: `--base-decay` sets its decay, `--weights target` reads it. */
   momentumTarget: boolean;
+  /**
+   * The update that follows step k uses the decay schedule at step k +
+   * `momentumLead` (0 when absent, as BYOL). MoCo v3's code updates its
+   * momentum encoder at the start of the next step with that step's
+   * momentum: 1 (docs/METHODS.md).
+   */
+  momentumLead?: number;
 }
 
 const positive = (v: number) => v > 0 ? null : `must be > 0, got ${v}`;
@@ -156,7 +166,7 @@ export const METHODS = {
     defaults: { lr: 0.3, headLatentSize: 1024 },
     own: {
       nceSize: { default: 128, flags: "--nce-size <n>", help: "SimCLR: projection output width", parse: "int", check: positiveInt, shapesModel: true },
-      nceTemperature: { default: 0.1, flags: "--nce-temperature <t>", help: "SimCLR: NT-Xent temperature", parse: "float", check: positive },
+      nceTemperature: { default: 0.1, flags: "--nce-temperature <t>", help: "SimCLR, MoCo v3: temperature τ of the contrastive loss (NT-Xent, InfoNCE)", parse: "float", check: positive },
     },
     lossTag: "nce-loss",
     momentumTarget: false,
@@ -167,7 +177,7 @@ export const METHODS = {
       projectionSize: {
         default: 256,
         flags: "--projection-size <n>",
-        help: "BYOL: projector and predictor output width",
+        help: "BYOL, MoCo v3: projector and predictor output width",
         parse: "int",
         check: positiveInt,
         shapesModel: true,
@@ -175,7 +185,7 @@ export const METHODS = {
       baseDecay: {
         default: 0.996,
         flags: "--base-decay <tau>",
-        help: "BYOL: base EMA decay of the target network",
+        help: "BYOL, MoCo v3: base decay of the momentum target, cosine to 1 over the run",
         parse: "float",
         check: (v: number) => v >= 0 && v <= 1 ? null : `must be in [0, 1], got ${v}`,
       },
@@ -188,6 +198,25 @@ export const METHODS = {
     },
     lossTag: "byol-loss",
     momentumTarget: true,
+  },
+  // Chen, Xie, He 2021 and facebookresearch/moco-v3, the ResNet-50 100-epoch
+  // recipe with BYOL's asymmetric blur and solarisation (docs/METHODS.md);
+  // LARS, weight decay 1e-6 and 10 warm-up epochs are the shared defaults.
+  mocov3: {
+    defaults: {
+      lr: 0.6,
+      epochs: 100,
+      headLatentSize: 4096,
+      nceTemperature: 1.0,
+      baseDecay: 0.99,
+      blurProb: [1.0, 0.1],
+      solarizeProb: [0, 0.2],
+    },
+    own: {},
+    uses: ["projectionSize", "nceTemperature", "baseDecay"],
+    lossTag: "moco-loss",
+    momentumTarget: true,
+    momentumLead: 1,
   },
   // Zbontar et al. 2021 and facebookresearch/barlowtwins (docs/METHODS.md).
   barlowtwins: {
@@ -231,7 +260,7 @@ export function methodChoices(): string {
   return METHOD_NAMES.length < 2 ? METHOD_NAMES.join("") : `${METHOD_NAMES.slice(0, -1).join(", ")} or ${METHOD_NAMES.at(-1)}`;
 }
 
-/** The methods that keep a momentum target, for messages: `byol`. */
+/** The methods that keep a momentum target, for messages: `byol, mocov3`. */
 export function targetMethods(): string {
   return METHOD_NAMES.filter((m) => methodSpec(m).momentumTarget).join(", ");
 }

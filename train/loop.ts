@@ -6,7 +6,7 @@
  * @module
  */
 import { dirname, join, resolve } from "node:path";
-import { type Config, ConfigError } from "./config.ts";
+import { type Config, ConfigError, methodSpec } from "./config.ts";
 import { Loader, type LoaderConfig, type StepMetrics, type StepRow, Trainer, version } from "../ffi/native.ts";
 import { byolTau, lrAt, type Schedule, scaledLr } from "./schedule.ts";
 import { NonFiniteError, nonFiniteMessage, stopsTheRun } from "./nonfinite.ts";
@@ -216,6 +216,8 @@ export async function train(cfg: Config, log: (line: string) => void = console.l
     totalSteps: cfg.epochs * steps,
     kind: cfg.lrUpdateSchedule,
   };
+  // The momentum target's decay after step k is the schedule's at k + lead.
+  const momentumLead = methodSpec(cfg.method).momentumLead ?? 0;
   log(
     `${cfg.method} | ${cuda ? "cuda" : "cpu"} | ${cfg.arch} | ${steps} steps/epoch | peak lr ${schedule.base.toPrecision(4)}` +
       (cfg.precision === "fp32" ? "" : ` | ${cfg.precision}`),
@@ -340,7 +342,7 @@ export async function train(cfg: Config, log: (line: string) => void = console.l
       const batch = await clock.time("dataWait", () => trainLoader.next());
       if (!batch) break;
       lr = lrAt(schedule, pos.step);
-      const tau = byolTau(cfg.baseDecay, pos.step, schedule.totalSteps);
+      const tau = byolTau(cfg.baseDecay, pos.step + momentumLead, schedule.totalSteps);
       await profiler.beforeStep();
       await trainer.trainStepDeferred(batch, lr, tau);
       pending.push({ step: pos.step, batch: pos.batch, lr });

@@ -53,7 +53,13 @@ export function checkpointOf(path: string): GivenCheckpoint {
 /** The checkpoint `cfg` continues from, or null for a fresh start. */
 export function findCheckpoint(cfg: Config, resumeFrom?: string): Found | null {
   if (resumeFrom) {
-    const { side, sidePath } = checkpointOf(resumeFrom);
+    const { side, sidePath, file } = checkpointOf(resumeFrom);
+    // Only the sidecar knows a weights file's epoch, step and logs, and only of the one it names.
+    if (basename(file) !== side.weights) {
+      throw new ConfigError(
+        `${resumeFrom} is not the weights file its sidecar ${sidePath} names (${side.weights}): its epoch and step are unknown; resume from that sidecar, or score the file with selfsup eval --checkpoint ${resumeFrom}`,
+      );
+    }
     // The same run (other epochs at most) goes on under its name; other settings make a new run from there.
     const runName = sameIdentity(side.config, cfg) ? side.config.runName : cfg.runName;
     return { path: sidePath, side, runName };

@@ -40,7 +40,8 @@ export function lrAt(s: Schedule, k: number): number {
 /**
  * BYOL's target decay at step `k` of `total` (Grill et al. 2020, §3.2):
  * τ = 1 − (1 − τ_base)·(cos(πk/K) + 1)/2, from τ_base up to 1, per step
- * (the reference kept the step count out of its checkpoints).
+ * (the reference kept the step count out of its checkpoints). MoCo v3's
+ * momentum follows the same curve (`--moco-m-cos`).
  */
 export function byolTau(base: number, k: number, total: number): number {
   const t = Math.min(k, total) / Math.max(1, total);

@@ -1,7 +1,7 @@
 //! Entry points for the parity tests against PyTorch: each reads tensors
 //! from a safetensors file, runs one piece of selfsup on them, and writes
 //! the results to another, so a Python script can compare.
-use crate::losses::{barlow_twins, byol_loss, nt_xent, Gathered, LossNorm};
+use crate::losses::{barlow_twins, byol_loss, moco_v3, nt_xent, Gathered, LossNorm};
 use crate::nn::init::Init;
 use crate::nn::resnet::ResNet;
 use crate::optim::{self, Param};
@@ -31,6 +31,8 @@ enum LossSpec {
     NtXent { temperature: f64, offset: Option<i64> },
     /// p1, p2, z1t, z2t.
     Byol { norm: String },
+    /// q1, q2, k1, k2 (and the gathered keys k1_all, k2_all with `offset` when present).
+    MocoV3 { temperature: f64, offset: Option<i64> },
     /// z1, z2: the whole batch.
     BarlowTwins { lambd: f64 },
 }
@@ -60,6 +62,21 @@ pub fn loss(spec: &str, input: &Path, output: &Path) -> Result<()> {
             };
             let (p1, p2, z1, z2) = (leaf("p1")?, leaf("p2")?, leaf("z1t")?, leaf("z2t")?);
             (byol_loss(&p1, &p2, &z1, &z2, norm)?, vec![("p1", p1), ("p2", p2), ("z1t", z1), ("z2t", z2)])
+        }
+        LossSpec::MocoV3 { temperature, offset } => {
+            let (q1, q2, k1, k2) = (leaf("q1")?, leaf("q2")?, leaf("k1")?, leaf("k2")?);
+            let mut inputs = vec![("q1", q1), ("q2", q2), ("k1", k1), ("k2", k2)];
+            let (q1, q2, k1, k2) = (&inputs[0].1, &inputs[1].1, &inputs[2].1, &inputs[3].1);
+            let value = match offset {
+                Some(offset) => {
+                    let (a1, a2) = (leaf("k1_all")?, leaf("k2_all")?);
+                    let v = moco_v3(q1, q2, k1, k2, Some(Gathered { z1_all: &a1, z2_all: &a2, offset }), temperature)?;
+                    inputs.extend([("k1_all", a1), ("k2_all", a2)]);
+                    v
+                }
+                None => moco_v3(q1, q2, k1, k2, None, temperature)?,
+            };
+            (value, inputs)
         }
         LossSpec::BarlowTwins { lambd } => {
             let (z1, z2) = (leaf("z1")?, leaf("z2")?);
@@ -190,7 +207,7 @@ pub fn check_amp_policy(device: Device, precision: &str) -> Result<Tensor> {
         Ok(())
     };
     let mut last = Tensor::f_zeros([], (Kind::Float, Device::Cpu))?;
-    for method in ["simclr", "byol", "barlowtwins"] {
+    for method in ["simclr", "byol", "mocov3", "barlowtwins"] {
         let cfg: ModelConfig = serde_json::from_value(serde_json::json!({
             "method": method, "arch": "resnet18", "representationSize": 512, "headLatentSize": 32,
             "baseWidth": 64, "nceSize": 16, "nceTemperature": 0.1, "projectionSize": 16, "byolLoss": "paper",

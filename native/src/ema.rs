@@ -1,8 +1,8 @@
-//! Exponential moving averages of weights: BYOL's target network and the
-//! Polyak average used for evaluation (`--polyak-ema`).
+//! Exponential moving averages of weights: the momentum targets of BYOL
+//! and MoCo v3 and the Polyak average used for evaluation (`--polyak-ema`).
 use crate::optim::Param;
-use anyhow::Result;
-use tch::Tensor;
+use anyhow::{Context, Result};
+use tch::{nn::VarStore, Tensor};
 
 /// ξ ← τ·ξ + (1 − τ)·θ for every pair, in place.
 pub fn ema_update(shadow: &[Tensor], online: &[Tensor], tau: f64) -> Result<()> {
@@ -12,6 +12,41 @@ pub fn ema_update(shadow: &[Tensor], online: &[Tensor], tau: f64) -> Result<()> 
         let _ = s.shallow_clone().f_lerp_(o, 1.0 - tau)?;
     }
     Ok(())
+}
+
+/// A momentum target's parameters, each paired with its online twin:
+/// the variables under `target.` of a model's store, whose names without
+/// that prefix are the online ones.
+#[derive(Default)]
+pub struct Target {
+    pairs: Vec<(Tensor, Tensor)>,
+}
+
+impl Target {
+    /// The target becomes an exact copy of its online twins (weights and BN
+    /// buffers) and is frozen: it never receives gradients.
+    pub fn attach(vs: &VarStore) -> Result<Self> {
+        let vars = vs.variables();
+        let mut pairs = Vec::new();
+        let _g = tch::no_grad_guard();
+        for (name, t) in vars.iter().filter(|(n, _)| n.starts_with("target.")) {
+            let online = vars.get(&name["target.".len()..]).with_context(|| format!("no online twin of {name}"))?;
+            let mut t = t.shallow_clone();
+            t.f_copy_(online)?;
+            if online.requires_grad() {
+                pairs.push((t.set_requires_grad(false), online.shallow_clone()));
+            }
+        }
+        pairs.sort_by_key(|(t, _)| t.numel());
+        Ok(Target { pairs })
+    }
+
+    /// ξ ← τ·ξ + (1 − τ)·θ for the parameters; BN statistics stay the
+    /// target's own.
+    pub fn update(&self, tau: f64) -> Result<()> {
+        let (shadow, online): (Vec<Tensor>, Vec<Tensor>) = self.pairs.iter().map(|(a, b)| (a.shallow_clone(), b.shallow_clone())).unzip();
+        ema_update(&shadow, &online, tau)
+    }
 }
 
 /// A Polyak average of all trainable parameters. It starts as a copy of

@@ -1,6 +1,5 @@
-//! The self-supervised losses (NT-Xent, BYOL's regression, Barlow Twins')
-//! and the
-//! probe's top-k accuracy. Under mixed precision each runs in fp32,
+//! The self-supervised losses (NT-Xent, BYOL's regression, MoCo v3's
+//! InfoNCE, Barlow Twins') and the probe's top-k accuracy. Under mixed precision each runs in fp32,
 //! autocast suspended (amp.rs).
 use crate::amp::{full, Autocast};
 use anyhow::Result;
@@ -114,6 +113,31 @@ pub fn byol_loss(p1: &Tensor, p2: &Tensor, z1t: &Tensor, z2t: &Tensor, norm: Los
     Ok(regression_loss(p1, &z2t.f_detach()?, norm)? + regression_loss(p2, &z1t.f_detach()?, norm)?)
 }
 
+/// MoCo v3's contrastive loss (Chen, Xie, He 2021, Algorithm 1, as the
+/// authors' `contrastive_loss`): ctr(q, k) = CE(q̂·k̂ᵀ/τ, positives)·2τ with
+/// q̂, k̂ unit rows, symmetrised as ctr(q1, k2) + ctr(q2, k1). The keys
+/// (momentum encoder) carry no gradient. With `keys` (every replica's keys
+/// in rank order, this replica's from `offset`) the negatives are the whole
+/// global batch's keys; the queries are this replica's.
+/// Under mixed precision it runs in fp32, autocast suspended (amp.rs).
+pub fn moco_v3(q1: &Tensor, q2: &Tensor, k1: &Tensor, k2: &Tensor, keys: Option<Gathered>, temperature: f64) -> Result<Tensor> {
+    let _fp32 = Autocast::suspend(q1.device())?;
+    let (k1_all, k2_all, offset) = match keys {
+        Some(g) => (g.z1_all, g.z2_all, g.offset),
+        None => (k1, k2, 0),
+    };
+    let ctr = |q: &Tensor, k: &Tensor| -> Result<Tensor> {
+        let q = l2_normalize(&full(q)?)?;
+        let k = l2_normalize(&full(&k.f_detach()?)?)?;
+        let logits = q.f_matmul(&k.f_transpose(0, 1)?)?.f_div_scalar(temperature)?;
+        crate::amp::trace("similarity", &logits);
+        let labels = Tensor::f_arange(q.size()[0], (Kind::Int64, q.device()))?.f_add_scalar(offset)?;
+        let ce = logits.f_cross_entropy_loss::<Tensor>(&labels, None, Reduction::Mean, -100, 0.0)?;
+        crate::amp::trace("cross_entropy", &ce);
+        Ok(ce * (2.0 * temperature))
+    };
+    Ok(ctr(q1, k2_all)? + ctr(q2, k1_all)?)
+}
 
 /// Each column standardised over the batch, as BatchNorm1d(affine=False)
 /// in training mode: biased variance, ε = 1e-5.

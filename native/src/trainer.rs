@@ -291,17 +291,24 @@ impl State {
     }
 
     /// For parity tests: loss and gradients for given (already augmented)
-    /// views, without an update. `input` holds view1, view2 (float NCHW)
-    /// and labels (int64); `output` receives loss, ssl_loss, linear_loss
-    /// and grad.<name> for every parameter.
+    /// views. `input` holds view1, view2 (float NCHW) and labels (int64),
+    /// and optionally the scalars lr and tau: then the step's update
+    /// follows (optimizer, momentum target); without them, none.
+    /// `output` receives loss, ssl_loss, linear_loss and grad.<name> for
+    /// every parameter.
     #[cfg(feature = "testing")]
     pub fn debug_gradients(&mut self, input: &std::path::Path, output: &std::path::Path) -> Result<()> {
         let named = Tensor::read_safetensors(input).with_context(|| format!("cannot read {}", input.display()))?;
+        let device = self.model.device();
         let get = |k: &str| -> Result<Tensor> {
             let t = named.iter().find(|(n, _)| n == k).with_context(|| format!("{} has no tensor {k:?}", input.display()))?;
-            Ok(t.1.f_to_device(self.model.device())?)
+            Ok(t.1.f_to_device(device)?)
         };
         let (v1, v2, labels) = (self.layout(get("view1")?)?, self.layout(get("view2")?)?, get("labels")?.f_to_kind(Kind::Int64)?);
+        let update = match named.iter().any(|(n, _)| n == "lr") {
+            true => Some((get("lr")?.f_double_value(&[])?, get("tau")?.f_double_value(&[])?)),
+            false => None,
+        };
         let m = self.model.train_losses(&v1, &v2, &labels)?;
         self.model.backward(&m)?;
         let mut out = vec![
@@ -313,6 +320,9 @@ impl State {
             out.push((format!("grad.{}", p.name), p.tensor.grad().f_contiguous()?));
         }
         Tensor::write_safetensors(&out, output).with_context(|| format!("cannot write {}", output.display()))?;
+        if let Some((lr, tau)) = update {
+            self.model.update(lr, tau)?;
+        }
         crate::optim::zero_grad(&mut self.model.params)
     }
 }

@@ -27,6 +27,25 @@ fn var(m: &Model, name: &str) -> Tensor {
     m.vs.variables()[name].detach().copy()
 }
 
+/// One training step with decay `tau`; each target.<name> must then be
+/// τ·(its value before) + (1 − τ)·(the online <name> after the step).
+fn step_and_check_target_follows(m: &mut Model, names: &[&str], tau: f64) {
+    let (v1, v2, labels) = batch();
+    let before: Vec<Tensor> = names.iter().map(|n| var(m, &format!("target.{n}"))).collect();
+    let metrics = m.train_losses(&v1, &v2, &labels).unwrap();
+    let ssl = metrics.ssl_loss.double_value(&[]);
+    assert!(ssl.is_finite() && ssl > 0.0, "{ssl}");
+    m.backward(&metrics).unwrap();
+    m.update(0.1, tau).unwrap();
+    for (n, old) in names.iter().zip(before) {
+        let online = var(m, n);
+        let want = &old * tau + &online * (1.0 - tau);
+        let got = var(m, &format!("target.{n}"));
+        assert!(got.allclose(&want, 1e-6, 1e-7, false), "{n}: target = τ·old + (1−τ)·online");
+        assert!(!got.equal(&online), "{n}: target lags the online weights");
+    }
+}
+
 #[test]
 fn byol_target_starts_as_a_copy_and_follows_by_ema_after_each_step() {
     let mut m = Model::new(config("byol"), Device::Cpu).unwrap();
@@ -41,20 +60,9 @@ fn byol_target_starts_as_a_copy_and_follows_by_ema_after_each_step() {
     let trm = m.vs.variables()["target.backbone.bn1.running_mean"].shallow_clone();
     assert_ne!(rm.data_ptr(), trm.data_ptr());
 
-    let (v1, v2, labels) = batch();
-    let before: Vec<Tensor> = names.iter().map(|n| var(&m, &format!("target.{n}"))).collect();
-    let metrics = m.train_losses(&v1, &v2, &labels).unwrap();
-    m.backward(&metrics).unwrap();
-    let tau = 0.9;
-    m.update(0.1, tau).unwrap();
-    for (n, old) in names.iter().zip(before) {
-        let online = var(&m, n);
-        let want = &old * tau + &online * (1.0 - tau);
-        let got = var(&m, &format!("target.{n}"));
-        assert!(got.allclose(&want, 1e-6, 1e-7, false), "{n}: target = τ·old + (1−τ)·online");
-        assert!(!got.equal(&online), "{n}: target lags the online weights");
-    }
+    step_and_check_target_follows(&mut m, &names, 0.9);
     // the online and target BN statistics now evolve apart
+    let (v1, v2, labels) = batch();
     let metrics = m.train_losses(&v1, &v2, &labels).unwrap();
     m.backward(&metrics).unwrap();
     assert!(!rm.allclose(&trm, 1e-6, 1e-7, false));
@@ -120,4 +128,30 @@ fn barlow_twins_has_a_bias_free_projector_as_the_authors_and_no_target() {
     let before = var(&m, "head.6.weight");
     m.update(0.1, 0.0).unwrap();
     assert!(var(&m, "head.6.weight").not_equal_tensor(&before).any().int64_value(&[]) == 1, "the projector is trained");
+}
+
+#[test]
+fn moco_v3_has_the_authors_heads_and_a_frozen_momentum_encoder_that_follows_by_ema() {
+    let mut m = Model::new(config("mocov3"), Device::Cpu).unwrap();
+    let vars = m.vs.variables();
+    // Projector 512 → 32 → 16 ending with a BN without γ, β; predictor 16 → 32 → 16; no biases.
+    for (name, shape) in [("head.0.weight", vec![32, 512]), ("head.3.weight", vec![16, 32]), ("head.4.running_var", vec![16]), ("predictor.0.weight", vec![32, 16]), ("predictor.3.weight", vec![16, 32])] {
+        assert_eq!(vars[name].size(), shape, "{name}");
+    }
+    for name in ["head.0.bias", "head.3.bias", "head.4.weight", "head.4.bias", "predictor.0.bias", "predictor.3.bias", "predictor.4.running_var", "target.predictor.0.weight"] {
+        assert!(!vars.contains_key(name), "{name} should not exist");
+    }
+    let names = ["backbone.conv1.weight", "head.3.weight", "backbone.layer4.1.bn2.weight", "head.4.running_var"];
+    for n in names {
+        assert!(var(&m, n).equal(&var(&m, &format!("target.{n}"))), "{n} copied");
+        assert!(!vars[&format!("target.{n}")].requires_grad(), "target {n} is not trained");
+    }
+    assert!(m.params.iter().all(|p| !p.name.starts_with("target.")), "the momentum encoder is not among the trained parameters");
+    // Parameters follow by the momentum; BN statistics are the encoder's own.
+    step_and_check_target_follows(&mut m, &names[..3], 0.99);
+    let (v1, _, labels) = batch();
+    assert!(m.features(&v1, "target").is_ok(), "--weights target reads the momentum encoder");
+    // Eval mode (the image as both views) gives a finite loss without a gradient.
+    let eval = m.eval_losses(&v1, &labels).unwrap();
+    assert!(eval.ssl_loss.double_value(&[]).is_finite() && !eval.ssl_loss.requires_grad());
 }

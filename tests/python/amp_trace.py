@@ -1,10 +1,10 @@
 """torch.autocast's dtype policy on selfsup's model, layer by layer.
 
-  amp_trace.py <simclr|byol> <bf16|fp16> <out.json> [cpu|cuda]
+  amp_trace.py <simclr|byol|mocov3> <bf16|fp16> <out.json> [cpu|cuda]
 
 Builds the same small model selfsup's `amp_trace` debug entry builds
-(torchvision's resnet18 without fc, the reference programs' heads, the
-online linear classifier), runs one training forward and the losses, as
+(torchvision's resnet18 without fc, the reference programs' heads or MoCo
+v3's bias-free ones, the online linear classifier), runs one training forward and the losses, as
 the reference programs write them, inside torch.autocast(device, dtype),
 and writes the dtype of every layer's output in execution order:
 {"trace": [[kind, dtype], ...]}. Kinds are selfsup's trace names: conv,
@@ -37,9 +37,11 @@ def hooked(module):
     return module
 
 
-def mlp(cin, hidden, out, final_bn):
-    layers = [nn.Linear(cin, hidden), nn.BatchNorm1d(hidden), nn.ReLU(), nn.Linear(hidden, out)]
-    return nn.Sequential(*layers, *([nn.BatchNorm1d(out)] if final_bn else []))
+def mlp(cin, hidden, out, final_bn, moco=False):
+    """The reference programs' heads; `moco`: MoCo v3's, without biases and
+    with a last BN without affine parameters."""
+    layers = [nn.Linear(cin, hidden, bias=not moco), nn.BatchNorm1d(hidden), nn.ReLU(), nn.Linear(hidden, out, bias=not moco)]
+    return nn.Sequential(*layers, *([nn.BatchNorm1d(out, affine=not moco)] if final_bn else []))
 
 
 def l2_normalize(x):
@@ -59,6 +61,11 @@ def nt_xent(z1, z2, tau=0.1):
     return (la + lb).mean()
 
 
+def moco_ctr(q, k, tau=0.1):
+    logits = note("similarity", l2_normalize(q) @ l2_normalize(k).t() / tau)
+    return note("cross_entropy", F.cross_entropy(logits, torch.arange(q.shape[0], device=q.device))) * 2 * tau
+
+
 def regression(p, z):
     return note("regression", (2 - 2 * (l2_normalize(p) * l2_normalize(z)).sum(-1)).mean())
 
@@ -67,10 +74,11 @@ def main(method, precision, out, device="cpu"):
     torch.manual_seed(1)
     backbone = torchvision.models.resnet18()
     backbone.fc = nn.Identity()
-    head = mlp(512, 32, 16, method == "simclr")
+    moco = method == "mocov3"
+    head = mlp(512, 32, 16, method != "byol", moco)
     classifier = nn.Linear(512, 4)
-    predictor = mlp(16, 32, 16, False) if method == "byol" else None
-    target = (copy.deepcopy(backbone), copy.deepcopy(head)) if method == "byol" else None
+    predictor = mlp(16, 32, 16, False, moco) if method != "simclr" else None
+    target = (copy.deepcopy(backbone), copy.deepcopy(head)) if method != "simclr" else None
     for m in [backbone, head, classifier, predictor, *(target or [])]:
         if m is not None:
             hooked(m).train().to(device)
@@ -86,8 +94,12 @@ def main(method, precision, out, device="cpu"):
             h2, p2 = (lambda h: (h, predictor(head(h))))(backbone(v2))
             with torch.no_grad():
                 z1t, z2t = target[1](target[0](v1)), target[1](target[0](v2))
-            regression(p1, z2t)
-            regression(p2, z1t)
+            if moco:
+                moco_ctr(p1, z2t)
+                moco_ctr(p2, z1t)
+            else:
+                regression(p1, z2t)
+                regression(p2, z1t)
         logits = classifier(torch.cat([h1, h2]).detach())
         note("cross_entropy", F.cross_entropy(logits, torch.cat([y, y])))
     with open(out, "w") as f:

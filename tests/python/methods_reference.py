@@ -130,12 +130,23 @@ def draw(spec):
     g = torch.Generator().manual_seed(spec.get("seed", 0))
     b, d = spec["batch"], spec["dim"]
     names = ["q1", "q2", "k1", "k2"] if spec["loss"] == "mocoV3" else ["z1", "z2"]
-    return {n: torch.randn(b, d, generator=g) for n in names}
+    x = {n: torch.randn(b, d, generator=g) for n in names}
+    if spec["loss"] == "mocoV3" and spec.get("offset") is not None:
+        # Every replica's keys, this replica's among them at `offset`, as
+        # after an all-gather.
+        o, n = spec["offset"], spec["replicas"] * b
+        for k in ("k1", "k2"):
+            x[k + "_all"] = torch.randn(n, d, generator=g)
+            x[k + "_all"][o : o + b] = x[k]
+    return x
 
 
 def value(spec, x):
     if spec["loss"] == "mocoV3":
-        return moco_v3_loss(x["q1"], x["q2"], x["k1"], x["k2"], spec["temperature"])
+        t, o = spec["temperature"], spec.get("offset")
+        if o is not None:
+            return moco_v3_ctr(x["q1"], x["k2_all"].detach(), t, o) + moco_v3_ctr(x["q2"], x["k1_all"].detach(), t, o)
+        return moco_v3_loss(x["q1"], x["q2"], x["k1"], x["k2"], t)
     if spec["loss"] == "barlowTwins":
         return barlow_twins_loss(x["z1"], x["z2"], spec["lambd"])
     if spec["loss"] == "vicreg":

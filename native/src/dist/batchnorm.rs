@@ -59,8 +59,15 @@ pub fn synced(bn: &BatchNorm, x: &Tensor, group: &Group) -> Result<Tensor> {
         let _ = bn.running_var.shallow_clone().f_mul_scalar_(1.0 - BN_MOMENTUM)?.f_add_(&unbiased.f_mul_scalar(BN_MOMENTUM)?)?;
     }
     let shape = channel_shape(x);
-    let scale = var.f_add_scalar(BN_EPS)?.f_rsqrt()?.f_mul(&bn.weight)?.f_view(&shape[..])?;
-    Ok(x.f_sub(&mean.f_view(&shape[..])?)?.f_mul(&scale)?.f_add(&bn.bias.f_view(&shape[..])?)?.f_to_kind(out_kind)?)
+    let mut scale = var.f_add_scalar(BN_EPS)?.f_rsqrt()?;
+    if let Some(w) = &bn.weight {
+        scale = scale.f_mul(w)?;
+    }
+    let mut y = x.f_sub(&mean.f_view(&shape[..])?)?.f_mul(&scale.f_view(&shape[..])?)?;
+    if let Some(b) = &bn.bias {
+        y = y.f_add(&b.f_view(&shape[..])?)?;
+    }
+    Ok(y.f_to_kind(out_kind)?)
 }
 
 /// Batch statistics per replica, emulated in one process (see the module doc).
@@ -73,7 +80,7 @@ pub fn per_replica(bn: &BatchNorm, x: &Tensor, replicas: i64) -> Result<Tensor> 
         let idx = Tensor::f_arange_start_step(r, n, replicas, (Kind::Int64, x.device()))?;
         let (rm, rv) = if r == 0 { (Some(&bn.running_mean), Some(&bn.running_var)) } else { (None, None) };
         let xr = x.f_index_select(0, &idx)?;
-        outs.push(Tensor::f_batch_norm(&xr, Some(&bn.weight), Some(&bn.bias), rm, rv, true, BN_MOMENTUM, BN_EPS, true)?);
+        outs.push(Tensor::f_batch_norm(&xr, bn.weight.as_ref(), bn.bias.as_ref(), rm, rv, true, BN_MOMENTUM, BN_EPS, true)?);
         rows.push(idx);
     }
     // Row j of the concatenation is row order[j] of the batch.

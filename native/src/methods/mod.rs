@@ -5,6 +5,8 @@
 //! precision, checkpoints — is the [`crate::model::Model`] around it.
 pub mod barlow_twins;
 pub mod byol;
+pub mod moco_v3;
+pub mod momentum;
 pub mod simclr;
 
 use crate::model::ModelConfig;
@@ -53,8 +55,9 @@ pub trait Method: Send {
 pub fn build(root: &Path, init: &mut Init, cfg: &ModelConfig, features: i64) -> Result<Box<dyn Method>> {
     Ok(match cfg.method.as_str() {
         "simclr" => Box::new(simclr::SimClr::new(root, init, cfg, features)?),
-        "byol" => Box::new(byol::Byol::new(root, init, cfg, features)?),
+        "byol" => Box::new(byol::new(root, init, cfg, features)?),
+        "mocov3" => Box::new(moco_v3::new(root, init, cfg, features)?),
         "barlowtwins" => Box::new(barlow_twins::BarlowTwins::new(root, init, cfg, features)?),
-        m => bail!("unknown --method {m:?}; choose simclr, byol or barlowtwins"),
+        m => bail!("unknown --method {m:?}; choose simclr, byol, mocov3 or barlowtwins"),
     })
 }

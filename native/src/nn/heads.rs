@@ -3,7 +3,10 @@
 //! Linear(hidden→out) [· BatchNorm1d].
 //!
 //! - SimCLR's projection head ends with a BatchNorm1d (affine);
-//! - BYOL's projector and predictor end with the Linear.
+//! - BYOL's projector and predictor end with the Linear;
+//! - MoCo v3's (the authors' `_build_mlp` with two layers) have no biases;
+//!   its projector ends with a BatchNorm1d(affine=False), its predictor
+//!   with the Linear.
 use super::init::Init;
 use super::layers::{relu, BatchNorm, Linear};
 use anyhow::{Context, Result};
@@ -23,6 +26,16 @@ impl Mlp {
             bn1: BatchNorm::new(&(p / "1"), init, hidden)?,
             fc2: Linear::new(&(p / "3"), init, hidden, output)?,
             bn2: if final_bn { Some(BatchNorm::new(&(p / "4"), init, output)?) } else { None },
+        })
+    }
+
+    /// Linears without bias; `last_bn`: a final BatchNorm1d(affine=False).
+    pub fn bias_free(p: &Path, init: &mut Init, input: i64, hidden: i64, output: i64, last_bn: bool) -> Result<Self> {
+        Ok(Mlp {
+            fc1: Linear::with_bias(&(p / "0"), init, input, hidden, false)?,
+            bn1: BatchNorm::new(&(p / "1"), init, hidden)?,
+            fc2: Linear::with_bias(&(p / "3"), init, hidden, output, false)?,
+            bn2: if last_bn { Some(BatchNorm::without_affine(&(p / "4"), init, output)?) } else { None },
         })
     }
 

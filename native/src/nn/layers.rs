@@ -28,11 +28,13 @@ impl Conv2d {
 pub const BN_EPS: f64 = 1e-5;
 pub const BN_MOMENTUM: f64 = 0.1;
 
-/// nn.BatchNorm1d/2d (eps 1e-5, momentum 0.1, affine) with PyTorch's
-/// `num_batches_tracked` buffer, so state dicts load strictly in Python.
+/// nn.BatchNorm1d/2d (eps 1e-5, momentum 0.1, affine unless built
+/// [`BatchNorm::without_affine`]) with PyTorch's `num_batches_tracked`
+/// buffer, so state dicts load strictly in Python.
 pub struct BatchNorm {
-    pub weight: Tensor,
-    pub bias: Tensor,
+    /// γ and β; None for `affine=False`.
+    pub weight: Option<Tensor>,
+    pub bias: Option<Tensor>,
     pub running_mean: Tensor,
     pub running_var: Tensor,
     pub num_batches_tracked: Tensor,
@@ -40,10 +42,24 @@ pub struct BatchNorm {
 
 impl BatchNorm {
     pub fn new(p: &Path, init: &Init, c: i64) -> Result<Self> {
+        Self::with_affine(p, init, c, true)
+    }
+
+    /// nn.BatchNorm1d(affine=False): no γ, β (MoCo v3's last projector layer).
+    pub fn without_affine(p: &Path, init: &Init, c: i64) -> Result<Self> {
+        Self::with_affine(p, init, c, false)
+    }
+
+    fn with_affine(p: &Path, init: &Init, c: i64, affine: bool) -> Result<Self> {
         let dev = init.device();
+        let (weight, bias) = if affine {
+            (Some(p.add("weight", init.constant(&[c], 1.0)?, true)), Some(p.add("bias", init.constant(&[c], 0.0)?, true)))
+        } else {
+            (None, None)
+        };
         Ok(BatchNorm {
-            weight: p.add("weight", init.constant(&[c], 1.0)?, true),
-            bias: p.add("bias", init.constant(&[c], 0.0)?, true),
+            weight,
+            bias,
             running_mean: p.add("running_mean", init.constant(&[c], 0.0)?, false),
             running_var: p.add("running_var", init.constant(&[c], 1.0)?, false),
             num_batches_tracked: p.add("num_batches_tracked", Tensor::f_zeros([], (Kind::Int64, dev))?, false),
@@ -70,8 +86,8 @@ impl BatchNorm {
         }
         Ok(Tensor::f_batch_norm(
             x,
-            Some(&self.weight),
-            Some(&self.bias),
+            self.weight.as_ref(),
+            self.bias.as_ref(),
             Some(&self.running_mean),
             Some(&self.running_var),
             train,
