@@ -52,7 +52,14 @@ if (!isMethod(o.method)) {
 const method = o.method;
 // The bench hooks (native/src/bench.rs): in the testing library only
 // (scripts/build-testing.sh; bench.py loads it), optional in ffi/symbols.ts.
-const [benchSetup, benchStep] = [hook("selfsup_trainer_bench_setup"), hook("selfsup_trainer_bench_step")];
+const [benchSetup, benchStep] = (() => {
+  try {
+    return [hook("selfsup_trainer_bench_setup"), hook("selfsup_trainer_bench_step")];
+  } catch (e) {
+    console.error(`selfsup_step.ts: ${(e as Error).message}`);
+    Deno.exit(2);
+  }
+})();
 
 const [batch, size, threads] = [Number(o.batch), Number(o.size), Number(o.threads)];
 const features = ["resnet18", "resnet34"].includes(o.arch) ? 512 : 2048;
