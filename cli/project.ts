@@ -26,7 +26,9 @@ export function registerProjectCommands(prog: Command): void {
     .argument("[filter]", "only the tests whose names contain this text, in both suites")
     .addHelpText(
       "after",
-      "\nTests that need a GPU run only where libtorch sees one. Slow on 2 cores: the whole run takes 10-30 min.",
+      "\nThe tests run on native/ built with its test hooks (cargo feature testing, into native/target/testing/;" +
+        "\nthe release library ./selfsup uses stays without them). Tests that need a GPU run only where libtorch" +
+        "\nsees one. Slow on 2 cores: the whole run takes 10-30 min.",
     )
     .action(async (filter?: string) => {
       Deno.exitCode = await script("test-all.sh", filter ? [filter] : []);
@@ -37,7 +39,7 @@ export function registerProjectCommands(prog: Command): void {
       "write a relocatable archive (.tar.xz) that runs selfsup where torch 2.11.0 is installed and there is no network",
     )
     .argument("<out>", "the archive to write, e.g. selfsup.tar.xz (relative to this directory)")
-    .option("--no-tests", "leave out the compiled cargo test binaries")
+    .option("--no-tests", "leave out the compiled cargo test binaries and the library with the test hooks")
     .addHelpText(
       "after",
       "\nIt holds Deno, the built native library, the npm dependencies, the sources and scripts, and (unless\n" +

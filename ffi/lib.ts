@@ -4,7 +4,7 @@
  * @module
  */
 import { dirname, join } from "node:path";
-import { symbols } from "./symbols.ts";
+import { type HookName, symbols } from "./symbols.ts";
 
 /** An error raised inside the native library, with its message. */
 export class NativeError extends Error {
@@ -13,6 +13,7 @@ export class NativeError extends Error {
 
 type Native = Deno.DynamicLibrary<typeof symbols>["symbols"];
 let lib: Deno.DynamicLibrary<typeof symbols> | undefined;
+let loadedFrom = "";
 
 /**
  * Where the library is: $SELFSUP_NATIVE_LIB, else beside the executable
@@ -51,6 +52,7 @@ export function native(): Native {
     }
     try {
       lib = Deno.dlopen(path, symbols);
+      loadedFrom = path;
     } catch (cause) {
       throw new Error(
         `cannot load ${path}: ${(cause as Error).message.split("\n")[0]}; run through ./selfsup, which sets LD_LIBRARY_PATH for libtorch`,
@@ -59,6 +61,21 @@ export function native(): Native {
     }
   }
   return lib.symbols;
+}
+
+/**
+ * A test or benchmark hook: only a library built with the cargo feature
+ * `testing` has them (symbols.ts), so on the release library this is a
+ * one-line error that says how to get one.
+ */
+export function hook<K extends HookName>(name: K): NonNullable<Native[K]> {
+  const lib = native(), f = lib[name];
+  if (lib.selfsup_has_hooks === null || f === null) {
+    throw new Error(
+      `${name} is a test hook, and ${loadedFrom} was built without them (cargo feature "testing"); build the testing library with sh scripts/build-testing.sh and set SELFSUP_NATIVE_LIB to the path it prints (./selfsup test does both)`,
+    );
+  }
+  return f;
 }
 
 const encoder = new TextEncoder();

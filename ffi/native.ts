@@ -11,8 +11,8 @@
  *
  * @module
  */
-import { check, native, readText, utf8 } from "./lib.ts";
-import { METRICS, STEP_ROW } from "./symbols.ts";
+import { check, hook, native, readText, utf8 } from "./lib.ts";
+import { type DebugOp, METRICS, STEP_ROW } from "./symbols.ts";
 
 /** What the native library reports about itself and libtorch. */
 export interface VersionInfo {
@@ -169,11 +169,6 @@ export class Loader extends Handle {
 export async function writeFashionMnist(source: string, out: string): Promise<number> {
   const s = utf8(source), o = utf8(out);
   return check(await native().selfsup_fashion_mnist(s, BigInt(s.length), o, BigInt(o.length)));
-}
-
-/** Data-pipeline parity tests: one piece of the pipeline (native/src/data/debug.rs) on files or tensors. */
-export function dataDebug(what: string, spec: unknown, input: string, output: string): Promise<void> {
-  return debugRun(what, spec, input, output);
 }
 
 /** Images as uint8, N×C×H×W, row-major. */
@@ -447,16 +442,18 @@ export class Trainer extends Handle {
     return { top1: out[0], top5: out[1] };
   }
 
+  // The test hooks (the testing library only: native/src/hooks.rs).
+
   /** Eval features of `images` in `input` (safetensors) into `output` as "features". */
   async debugFeatures(input: string, output: string): Promise<void> {
     const i = utf8(input), o = utf8(output);
-    check(await native().selfsup_trainer_debug_features(BigInt(this.id), i, BigInt(i.length), o, BigInt(o.length)));
+    check(await hook("selfsup_trainer_debug_features")(BigInt(this.id), i, BigInt(i.length), o, BigInt(o.length)));
   }
 
   /** Tests of the non-finite stop: a NaN into variable `name` (default: the first parameter) of this replica. */
   async debugPoison(name = ""): Promise<void> {
     const n = utf8(name);
-    check(await native().selfsup_trainer_debug_poison(BigInt(this.id), n, BigInt(n.length)));
+    check(await hook("selfsup_trainer_debug_poison")(BigInt(this.id), n, BigInt(n.length)));
   }
 
   /**
@@ -466,16 +463,12 @@ export class Trainer extends Handle {
    */
   async debugGradients(input: string, output: string): Promise<void> {
     const i = utf8(input), o = utf8(output);
-    check(
-      await native().selfsup_trainer_debug_gradients(BigInt(this.id), i, BigInt(i.length), o, BigInt(o.length)),
-    );
+    check(await hook("selfsup_trainer_debug_gradients")(BigInt(this.id), i, BigInt(i.length), o, BigInt(o.length)));
   }
 }
 
-/** Parity tests: one piece of selfsup (`loss`, `optimizer`, `backbone`, or a data-pipeline piece of native/src/data/debug.rs) on files or tensors. */
-export async function debugRun(what: string, spec: unknown, input: string, output: string): Promise<void> {
-  const w = utf8(what), s = utf8(JSON.stringify(spec)), i = utf8(input), o = utf8(output);
-  check(
-    await native().selfsup_debug_run(w, BigInt(w.length), s, BigInt(s.length), i, BigInt(i.length), o, BigInt(o.length)),
-  );
+/** Parity tests (a hook: the testing library only): one piece of selfsup (native/src/debug.rs, data/debug.rs; `what` names its symbol) on files or tensors. */
+export async function debugRun(what: DebugOp, spec: unknown, input: string, output: string): Promise<void> {
+  const s = utf8(JSON.stringify(spec)), i = utf8(input), o = utf8(output);
+  check(await hook(`selfsup_debug_${what}`)(s, BigInt(s.length), i, BigInt(i.length), o, BigInt(o.length)));
 }

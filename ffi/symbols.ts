@@ -5,8 +5,29 @@
  * `selfsup_last_error` returns. Strings are (UTF-8 bytes, byte length).
  * Long calls are `nonblocking` so signals and timers keep running.
  *
+ * The test and benchmark hooks (native/src/hooks.rs, bench.rs) are in a
+ * library built with the cargo feature `testing` only (what ./selfsup test
+ * loads; docs/DESIGN.md): they are `optional`, so the release library
+ * loads without them, and lib.ts's `hook` turns a missing one into a
+ * one-line error.
+ *
  * @module
  */
+/** A hook on files: (JSON spec, input path, output path; each as bytes + length) → 0. */
+const FILE_HOOK = {
+  parameters: ["buffer", "usize", "buffer", "usize", "buffer", "usize"],
+  result: "i64",
+  nonblocking: true,
+  optional: true,
+} as const;
+/** A trainer's hook on files: (trainer id, input path, length, output path, length) → 0. */
+const TRAINER_FILE_HOOK = {
+  parameters: ["i64", "buffer", "usize", "buffer", "usize"],
+  result: "i64",
+  nonblocking: true,
+  optional: true,
+} as const;
+
 export const symbols = {
   /** (error id or 0 for the newest, out buffer, capacity) → message length, -1 if none */
   selfsup_last_error: { parameters: ["i64", "buffer", "usize"], result: "i64" },
@@ -62,14 +83,6 @@ export const symbols = {
   selfsup_trainer_save_weights: { parameters: ["i64", "buffer", "usize"], result: "i64", nonblocking: true },
   /** (trainer id, path, path length) → 0 */
   selfsup_trainer_load_weights: { parameters: ["i64", "buffer", "usize"], result: "i64", nonblocking: true },
-  /** (trainer id, input path, length, output path, length) → 0: loss and gradients, no update */
-  selfsup_trainer_debug_gradients: {
-    parameters: ["i64", "buffer", "usize", "buffer", "usize"],
-    result: "i64",
-    nonblocking: true,
-  },
-  /** (trainer id, variable name, length (0: the first parameter)) → 0: a NaN into that variable (tests of the non-finite stop) */
-  selfsup_trainer_debug_poison: { parameters: ["i64", "buffer", "usize"], result: "i64", nonblocking: true },
   /** (trainer id, path, path length, out SHA-256 as 64 hex bytes) → 0: weights, BYOL target, optimizer and Polyak state, written atomically; refused (nothing written) when any holds inf/NaN */
   selfsup_trainer_save_checkpoint: { parameters: ["i64", "buffer", "usize", "buffer"], result: "i64", nonblocking: true },
   /** (trainer id, path, path length, expected SHA-256 hex, its length or 0 for no check) → 0 */
@@ -88,19 +101,60 @@ export const symbols = {
     result: "i64",
     nonblocking: true,
   },
+
+  // The hooks (optional).
+  /** () → 1: this library has the hooks (blocking: Deno sets a missing nonblocking symbol to a function that fails, not to null) */
+  selfsup_has_hooks: { parameters: [], result: "i64", optional: true },
+  // A piece of selfsup on tensors a parity test wrote (native/src/debug.rs):
+  /** a loss and its gradients */
+  selfsup_debug_loss: FILE_HOOK,
+  /** optimizer steps on given gradients */
+  selfsup_debug_optimizer: FILE_HOOK,
+  /** a backbone's initial state and features */
+  selfsup_debug_backbone: FILE_HOOK,
+  /** autocast's dtype policy on a small model of each method */
+  selfsup_debug_amp_policy: FILE_HOOK,
+  /** the dtype of every layer's output under autocast */
+  selfsup_debug_amp_trace: FILE_HOOK,
+  /** the CPU bf16 guard's decision */
+  selfsup_debug_cpu_bf16_guard: FILE_HOOK,
+  // The data pipeline's pieces (native/src/data/debug.rs), against torchvision:
+  /** RandomResizedCrop's boxes */
+  selfsup_debug_crop_boxes: FILE_HOOK,
+  /** photometric parameters drawn as the loader draws them */
+  selfsup_debug_augment_params: FILE_HOOK,
+  /** crops of a decoded file, resized */
+  selfsup_debug_crop_resize: FILE_HOOK,
+  /** a file decoded as PIL's convert("RGB") */
+  selfsup_debug_decode: FILE_HOOK,
+  /** one photometric op */
+  selfsup_debug_augment_op: FILE_HOOK,
+  /** every photometric op, with given parameters */
+  selfsup_debug_apply: FILE_HOOK,
   /** (trainer id, input path, length, output path, length) → 0: eval features of "images" */
-  selfsup_trainer_debug_features: {
-    parameters: ["i64", "buffer", "usize", "buffer", "usize"],
+  selfsup_trainer_debug_features: TRAINER_FILE_HOOK,
+  /** (trainer id, input path, length, output path, length) → 0: loss and gradients, no update */
+  selfsup_trainer_debug_gradients: TRAINER_FILE_HOOK,
+  /** (trainer id, variable name, length (0: the first parameter)) → 0: a NaN into that variable (tests of the non-finite stop) */
+  selfsup_trainer_debug_poison: { parameters: ["i64", "buffer", "usize"], result: "i64", nonblocking: true, optional: true },
+  /** bench/step: (trainer id, images, px, classes, seed) → 0: the fixed batch */
+  selfsup_trainer_bench_setup: { parameters: ["i64", "u32", "u32", "i64", "u64"], result: "i64", nonblocking: true, optional: true },
+  /** bench/step: (trainer id, mode 0 round trip / 1 step on fixed views / 2 train_step, lr, tau, out Float64Array[6], out Float64Array[1] seconds) → 0 */
+  selfsup_trainer_bench_step: {
+    parameters: ["i64", "u32", "f64", "f64", "buffer", "buffer"],
     result: "i64",
     nonblocking: true,
-  },
-  /** (what: loss|optimizer|backbone, or a data piece: crop_boxes|crop_resize|decode|augment_op|apply; JSON spec, input path, output path; each as bytes + length) → 0 */
-  selfsup_debug_run: {
-    parameters: ["buffer", "usize", "buffer", "usize", "buffer", "usize", "buffer", "usize"],
-    result: "i64",
-    nonblocking: true,
+    optional: true,
   },
 } as const satisfies Deno.ForeignLibraryInterface;
+
+/** The names of the hooks: the symbols only a library with the `testing` feature has. */
+export type HookName = {
+  [K in keyof typeof symbols]: (typeof symbols)[K] extends { optional: true } ? K : never;
+}[keyof typeof symbols];
+
+/** The operations of native/src/debug.rs and data/debug.rs, each its own symbol `selfsup_debug_<op>`. */
+export type DebugOp = { [K in HookName]: K extends `selfsup_debug_${infer Op}` ? Op : never }[HookName];
 
 /** Length of the metrics a step fills: loss, ssl loss, linear loss, top-1, top-5, samples. */
 export const METRICS = 6;

@@ -4,7 +4,8 @@
 # environment of PATH=/usr/bin:/bin (no cargo, no npm of the developer's),
 # npm's registry and every HTTP(S) proxy pointing at a closed port, and
 # torch only through LIBTORCH (docs/OFFLINE.md). Then:
-#   ./selfsup version, a 1-epoch demo, and the carried cargo test binaries;
+#   ./selfsup version, a 1-epoch demo, the carried cargo test binaries and
+#   testing library;
 #   with --quick: ./selfsup version and one epoch on 20 tiny images only,
 #   from a bundle without test binaries, compressed fast (the Deno suite's
 #   tests/bundle_test.ts runs this).
@@ -66,6 +67,8 @@ if [ "$QUICK" = 1 ]; then
 else
   check "1-epoch demo" ./selfsup demo --epochs 1 --data-dir "$T/demo-data" --model-dir "$T/m" --log-dir "$T/r"
   check "cargo test binaries" sh scripts/cargo-tests.sh
+  # What ./selfsup test there runs the Deno suite on (no cargo: looked up only).
+  check "the carried testing library" sh scripts/build-testing.sh
 fi
 step "done: $([ $status = 0 ] && echo ok || echo FAILED)"
 exit $status

@@ -3,7 +3,8 @@
 # where torch 2.11.0 is installed (docs/OFFLINE.md): the sources and
 # scripts (git's tracked files), Deno, the npm dependencies (node_modules/,
 # as deno.lock pins them), the built native library and, unless --no-tests,
-# the compiled cargo test binaries. Everything sits under selfsup/ in the
+# the compiled cargo test binaries and the library with the test hooks
+# (native/target/testing/, scripts/build-testing.sh). Everything sits under selfsup/ in the
 # archive; ./selfsup there needs neither npm, pip nor cargo.
 #
 # Usage: sh scripts/bundle.sh [--no-tests] OUT.tar.xz
@@ -55,14 +56,10 @@ git ls-files | while IFS= read -r f; do [ -e "$f" ] || [ -L "$f" ] && printf '%s
 
 if [ "$tests" = 1 ]; then
   command -v cargo >/dev/null 2>&1 || die "cargo not found: it builds the test binaries (or pass --no-tests)"
-  say "cargo test binaries (native/target/release/test-bin/)"
+  say "cargo test binaries (native/target/release/test-bin/) and the testing library (native/target/testing/)"
   mkdir -p "$STAGE/bin"
-  # cargo names each test executable in its JSON messages (examples it
-  # builds too have a profile with "test":false: they are not tests).
-  (cd native && cargo test --release --no-run --quiet --message-format=json) |
-    grep -E '"profile":\{[^}]*"test":true\}' |
-    sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' >"$STAGE/executables" ||
-    die "cargo could not build the test binaries (see above)"
+  TESTING_LIB=$(sh scripts/build-testing.sh "$STAGE/executables") || die "cargo could not build the test binaries (see above)"
+  echo "${TESTING_LIB#"$ROOT/"}" >>"$LIST"
   [ -s "$STAGE/executables" ] || die "cargo listed no test binaries"
   while IFS= read -r exe; do
     name=$(basename "$exe" | sed 's/-[0-9a-f]*$//')

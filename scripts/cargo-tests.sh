@@ -16,4 +16,6 @@ if [ -f "$ROOT/.selfsup-bundle" ] || ! command -v cargo >/dev/null 2>&1; then
   for t in "$BINS"/*; do "$t" --quiet "$@" || rc=1; done
   exit $rc
 fi
-exec cargo test --release --quiet -- "$@"
+# The hooks some tests call (amp_test) are behind the testing feature;
+# scripts/build-testing.sh builds the same.
+exec cargo test --release --features testing --quiet -- "$@"

@@ -76,6 +76,9 @@ part_cargo() {
 
 part_deno() {
   # A test that needs a GPU says GPU or CUDA in its name (docs/OFFLINE.md).
+  # The tests load the library with the test hooks (scripts/build-testing.sh).
+  SELFSUP_NATIVE_LIB=$(sh scripts/build-testing.sh) || return 1
+  export SELFSUP_NATIVE_LIB
   deno test --allow-all --quiet --filter '/GPU|CUDA/' tests/
   rc=$?
   line=$(sed 's/\x1b\[[0-9;]*m//g' "$L/$PART.log" | grep -E '^(ok|FAILED) \|' | tail -n 1)

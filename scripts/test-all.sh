@@ -22,6 +22,11 @@ LOG=$(mktemp -d)
 trap 'rm -rf "$LOG"' EXIT
 status=0
 
+# The library with the test hooks (scripts/build-testing.sh): what the
+# Deno tests, and the ./selfsup they start, load instead of the release one.
+lib=$(sh scripts/build-testing.sh) || { echo "0 passed, 1 failed, 0 skipped (no testing library)"; exit 1; }
+export SELFSUP_NATIVE_LIB="$lib"
+
 # cargo's GPU tests are #[ignore]d; with a GPU they are included.
 gpu=$(deno run --allow-all --quiet cli/main.ts version 2>/dev/null | sed -n 's/.*"cuda":\(true\|false\).*/\1/p')
 set --

@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { dataDebug } from "../ffi/native.ts";
+import { debugRun } from "../ffi/native.ts";
 import { python, runPython, tempDir } from "./helpers.ts";
 
 const ignore = python === "";
@@ -32,7 +32,7 @@ Deno.test({
     const cases = [];
     for (const [w, h] of [[500, 375], [224, 224], [60, 400]]) {
       const out = join(dir.path, `boxes${w}x${h}.safetensors`);
-      await dataDebug("crop_boxes", { width: w, height: h, count: 20000, seed: w + h }, "", out);
+      await debugRun("crop_boxes", { width: w, height: h, count: 20000, seed: w + h }, "", out);
       cases.push([out, w, h]);
     }
     const stats = await ref(["crop_stats", JSON.stringify(cases)]);
@@ -69,7 +69,7 @@ Deno.test({
     const natives: Record<string, string> = {};
     for (const size of [224, 32]) {
       natives[size] = join(dir, `resized${size}.safetensors`);
-      await dataDebug("crop_resize", { path: image, boxes, size }, "", natives[size]);
+      await debugRun("crop_resize", { path: image, boxes, size }, "", natives[size]);
     }
     const stats = await ref(["resize_compare", image, JSON.stringify(boxes), JSON.stringify(natives)]);
     assert.equal(Object.keys(stats).length, 2 * 2 * boxes.length);
@@ -86,7 +86,7 @@ Deno.test({
     using dir = tempDir();
     for (const strength of [1.0, 0.5]) {
       const out = join(dir.path, `params${strength}.safetensors`);
-      await dataDebug("augment_params", { count: 20000, seed: 3, strength }, "", out);
+      await debugRun("augment_params", { count: 20000, seed: 3, strength }, "", out);
       const s = await ref(["param_stats", out, String(strength)]);
       const what = `strength ${strength}: ${JSON.stringify(s)}`;
       for (const k of ["flip", "jitter", "gray", "blur"]) {
@@ -110,7 +110,7 @@ Deno.test({
     const made = await ref(["ops_make", dir.path]);
     for (const op of made.ops as string[]) {
       const f = (p: string) => join(dir.path, `${p}_${op}.safetensors`);
-      await dataDebug("augment_op", { op, kernel: made.kernel }, f("in"), f("native"));
+      await debugRun("augment_op", { op, kernel: made.kernel }, f("in"), f("native"));
     }
     const errors = await ref(["ops_compare", dir.path]);
     assert.deepEqual(Object.keys(errors).sort(), [...made.ops].sort());
@@ -128,7 +128,7 @@ Deno.test({
     const made = await ref(["apply_make", dir.path]);
     assert.equal(made.kernel, 7);
     const f = (p: string) => join(dir.path, `${p}_apply.safetensors`);
-    await dataDebug("apply", {}, f("in"), f("native"));
+    await debugRun("apply", {}, f("in"), f("native"));
     const e = await ref(["apply_compare", dir.path]);
     assert.ok(e.max <= 1 / 255 && e.mean < 1e-4, JSON.stringify(e));
   },
@@ -142,7 +142,7 @@ Deno.test({
     const natives: Record<string, string> = {};
     for (const name of Object.keys(modes)) {
       natives[join(dir, name)] = join(dir, `${name}.safetensors`);
-      await dataDebug("decode", { path: join(dir, name) }, "", natives[join(dir, name)]);
+      await debugRun("decode", { path: join(dir, name) }, "", natives[join(dir, name)]);
     }
     // 16-bit gray: PIL clips every value to 255; selfsup keeps the high byte, i.e. the 8-bit image.
     const gray16 = natives[join(dir, "gray16.png")];

@@ -9,7 +9,9 @@ Both sides lay out conv weights and views channels_last (selfsup's
 default; --channels-last no turns it off on both).
 
 Each side runs in its own process on one fixed batch (selfsup: the bench
-hooks of native/src/bench.rs, via selfsup_step.ts; PyTorch: torch_step.py),
+hooks of native/src/bench.rs, via selfsup_step.ts, in the library built
+with the `testing` feature (scripts/build-testing.sh, run first); PyTorch:
+torch_step.py),
 so that the loader is not measured; steps after the warm-up are timed and
 their median reported. Runs alternate between the two sides, --repeat
 times, and the table gives the medians, and the fastest single step of
@@ -64,6 +66,11 @@ def main():
     size, batch = a.size or d["size"], a.batch or d["batch"]
     warmup, steps = a.warmup if a.warmup is not None else d["warmup"], a.steps or d["steps"]
     precisions = (a.precisions or d["precisions"]).split(",")
+    # The bench hooks are in the testing library only (ffi/symbols.ts).
+    built = subprocess.run(["sh", os.path.join(measure.ROOT, "scripts", "build-testing.sh")], capture_output=True, text=True)
+    if built.returncode != 0:
+        sys.exit(f"bench/step: no library with the bench hooks: {built.stderr.strip()}")
+    testing_lib = built.stdout.strip().splitlines()[-1]
     v = measure.versions()
     print(f"machine: {measure.machine()}")
     print(f"versions: torch {v['torch']}, torchvision {v['torchvision']}, selfsup {v['selfsup']}")
@@ -75,7 +82,7 @@ def main():
         for prec in precisions:
             args = common + ["--method", method, "--precision", prec]
             sides = {
-                "selfsup": [measure.DENO, "run", "-A", "--quiet", os.path.join(HERE, "selfsup_step.ts"), *args],
+                "selfsup": ["env", f"SELFSUP_NATIVE_LIB={testing_lib}", measure.DENO, "run", "-A", "--quiet", os.path.join(HERE, "selfsup_step.ts"), *args],
                 "pytorch": [sys.executable, os.path.join(HERE, "torch_step.py"), *args],
             }
             runs = {k: [] for k in sides}

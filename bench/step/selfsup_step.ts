@@ -23,7 +23,7 @@
  */
 import { parseArgs } from "node:util";
 import { Trainer, type TrainerConfig, version } from "../../ffi/native.ts";
-import { check, libraryPath } from "../../ffi/lib.ts";
+import { check, hook } from "../../ffi/lib.ts";
 import { isMethod, METHOD_NAMES } from "../../train/config.ts";
 import { defaultsOf } from "../../cli/config.ts";
 
@@ -50,21 +50,16 @@ if (!isMethod(o.method)) {
   Deno.exit(2);
 }
 const method = o.method;
-/** The bench hooks (native/src/bench.rs); not part of selfsup's own symbols. */
-const hooks = Deno.dlopen(libraryPath(), {
-  /** (trainer id, images, px, classes, seed) → 0 */
-  selfsup_trainer_bench_setup: {
-    parameters: ["i64", "u32", "u32", "i64", "u64"],
-    result: "i64",
-    nonblocking: true,
-  },
-  /** (trainer id, mode 0 round trip / 1 step on fixed views / 2 train_step, lr, tau, out Float64Array[6], out Float64Array[1] seconds) → 0 */
-  selfsup_trainer_bench_step: {
-    parameters: ["i64", "u32", "f64", "f64", "buffer", "buffer"],
-    result: "i64",
-    nonblocking: true,
-  },
-}).symbols;
+// The bench hooks (native/src/bench.rs): in the testing library only
+// (scripts/build-testing.sh; bench.py loads it), optional in ffi/symbols.ts.
+const [benchSetup, benchStep] = (() => {
+  try {
+    return [hook("selfsup_trainer_bench_setup"), hook("selfsup_trainer_bench_step")];
+  } catch (e) {
+    console.error(`selfsup_step.ts: ${(e as Error).message}`);
+    Deno.exit(2);
+  }
+})();
 
 const [batch, size, threads] = [Number(o.batch), Number(o.size), Number(o.threads)];
 const features = ["resnet18", "resnet34"].includes(o.arch) ? 512 : 2048;
@@ -90,7 +85,7 @@ const config: TrainerConfig = {
 };
 using trainer = await Trainer.create(config);
 check(
-  await hooks.selfsup_trainer_bench_setup(BigInt(trainer.id), batch, size, BigInt(Number(o.classes)), 0n),
+  await benchSetup(BigInt(trainer.id), batch, size, BigInt(Number(o.classes)), 0n),
 );
 
 const [lr, tau] = [0.3 * batch / 256, 0.996];
@@ -98,7 +93,7 @@ const metrics = new Float64Array(6), secs = new Float64Array(1);
 /** One hook call: [ms awaited in Deno, ms on the trainer's thread], and the loss. */
 async function call(mode: number): Promise<[number, number, number]> {
   const t0 = performance.now();
-  check(await hooks.selfsup_trainer_bench_step(BigInt(trainer.id), mode, lr, tau, metrics, secs));
+  check(await benchStep(BigInt(trainer.id), mode, lr, tau, metrics, secs));
   return [performance.now() - t0, secs[0] * 1e3, metrics[0]];
 }
 /** User + system CPU seconds of this process (all threads), from /proc/self/stat (ticks of 10 ms). */

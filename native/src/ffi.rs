@@ -3,6 +3,8 @@
 //! Objects live in a registry and cross the boundary as integer ids: a
 //! stale or wrong id is an error message, never a dangling pointer.
 //! Conventions are in status.rs: `i64` results, `< 0` is an error id.
+//! The test and benchmark hooks' entry points are in hooks.rs and
+//! bench.rs (`testing` feature only).
 use crate::data::demo::{write_demo_dataset, DemoSpec};
 use crate::data::imagefolder::ImageFolder;
 use crate::data::loader::{Batch, Loader};
@@ -61,7 +63,7 @@ fn take_batch(id: i64) -> Result<Batch> {
 }
 
 /// Borrows `len` bytes at `ptr` as UTF-8.
-unsafe fn text<'a>(ptr: *const u8, len: usize) -> Result<&'a str> {
+pub(crate) unsafe fn text<'a>(ptr: *const u8, len: usize) -> Result<&'a str> {
     if ptr.is_null() {
         bail!("null string argument");
     }
@@ -470,79 +472,6 @@ pub unsafe extern "C" fn selfsup_trainer_classify(id: i64, classes: i64, how: *c
             bail!("null output buffer");
         }
         std::ptr::copy_nonoverlapping(acc.as_ptr(), out, 2);
-        Ok(0)
-    })
-}
-
-/// Export test: eval features of `images` in `input` under `weights` (0
-/// online, 1 polyak, 2 target) written to `output`.
-#[no_mangle]
-pub unsafe extern "C" fn selfsup_trainer_debug_features(
-    id: i64,
-    input: *const u8,
-    input_len: usize,
-    output: *const u8,
-    output_len: usize,
-) -> i64 {
-    guard(|| {
-        let (i, o) = (PathBuf::from(text(input, input_len)?), PathBuf::from(text(output, output_len)?));
-        trainer(id)?.call(move |s| crate::trainer_io::features_of(s, &i, &o, "online"))?;
-        Ok(0)
-    })
-}
-
-/// Parity tests: gradients for the views in `input` written to `output`.
-#[no_mangle]
-pub unsafe extern "C" fn selfsup_trainer_debug_gradients(
-    id: i64,
-    input: *const u8,
-    input_len: usize,
-    output: *const u8,
-    output_len: usize,
-) -> i64 {
-    guard(|| {
-        let (i, o) = (PathBuf::from(text(input, input_len)?), PathBuf::from(text(output, output_len)?));
-        trainer(id)?.call(move |s| s.debug_gradients(&i, &o))?;
-        Ok(0)
-    })
-}
-
-/// Tests of the non-finite stop: puts a NaN into variable `name` (UTF-8,
-/// `len` bytes; empty: the first parameter) of this replica's model.
-#[no_mangle]
-pub unsafe extern "C" fn selfsup_trainer_debug_poison(id: i64, name: *const u8, len: usize) -> i64 {
-    guard(|| {
-        let name = if len == 0 { String::new() } else { text(name, len)?.to_string() };
-        trainer(id)?.call(move |s| s.debug_poison(&name))?;
-        Ok(0)
-    })
-}
-
-/// Parity tests: runs debug::{loss, optimizer, backbone, amp_policy}
-/// (`what`) with a JSON spec on the tensors of `input`, writing `output`.
-#[no_mangle]
-pub unsafe extern "C" fn selfsup_debug_run(
-    what: *const u8,
-    what_len: usize,
-    spec: *const u8,
-    spec_len: usize,
-    input: *const u8,
-    input_len: usize,
-    output: *const u8,
-    output_len: usize,
-) -> i64 {
-    guard(|| {
-        let (spec, i, o) = (text(spec, spec_len)?, PathBuf::from(text(input, input_len)?), PathBuf::from(text(output, output_len)?));
-        match text(what, what_len)? {
-            "loss" => crate::debug::loss(spec, &i, &o)?,
-            "optimizer" => crate::debug::optimizer(spec, &i, &o)?,
-            "backbone" => crate::debug::backbone(spec, &i, &o)?,
-            "amp_policy" => crate::debug::amp_policy(spec, &o)?,
-            "amp_trace" => crate::debug::amp_trace(spec, &i, &o)?,
-            "cpu_bf16_guard" => crate::debug::cpu_bf16_guard(spec, &o)?,
-            // The data pipeline's pieces (crop_boxes, decode, augment_op, …).
-            data => crate::data::debug::run(data, spec, &i, &o)?,
-        }
         Ok(0)
     })
 }

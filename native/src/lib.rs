@@ -1,15 +1,21 @@
 //! selfsup's native core: self-supervised training (SimCLR, BYOL) on libtorch
 //! through tch, loaded by the Deno front end over a plain C ABI (ffi.rs).
+//! The test and benchmark hooks (debug, bench, hooks, and a few methods
+//! elsewhere) are compiled only with the `testing` feature (Cargo.toml).
 pub mod amp;
 pub mod augment;
+#[cfg(feature = "testing")]
 pub mod bench;
 pub mod checkpoint;
 pub mod data;
+#[cfg(feature = "testing")]
 pub mod debug;
 pub mod dist;
 pub mod ema;
 pub mod evaluate;
 pub mod ffi;
+#[cfg(feature = "testing")]
+pub mod hooks;
 pub mod losses;
 pub mod methods;
 pub mod model;

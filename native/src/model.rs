@@ -271,6 +271,7 @@ impl Model {
 
     /// Sets the first element of variable `name` (any parameter or buffer;
     /// the first parameter when empty) to NaN: tests of the non-finite stop.
+    #[cfg(feature = "testing")]
     pub fn poison(&self, name: &str) -> Result<()> {
         let vars = self.vs.variables();
         let t = if name.is_empty() { &self.params.first().context("no parameters")?.tensor } else { vars.get(name).with_context(|| format!("no variable {name:?}"))? };

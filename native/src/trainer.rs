@@ -211,7 +211,8 @@ impl State {
     }
 
     /// Forward, backward (gradients averaged over replicas by DDP), update;
-    /// the metrics read back to the host.
+    /// the metrics read back to the host (bench.rs).
+    #[cfg(feature = "testing")]
     pub(crate) fn replicated_step(&mut self, v1: &Tensor, v2: &Tensor, labels: &Tensor, lr: f64, tau: f64) -> Result<Vec<f64>> {
         let row = self.step_row(v1, v2, labels, lr, tau)?;
         let host = Vec::<f64>::try_from(&row.f_to_device(Device::Cpu)?)?;
@@ -284,6 +285,7 @@ impl State {
 
     /// Tests of the non-finite stop: variable `name` (the first parameter
     /// when empty) gets a NaN.
+    #[cfg(feature = "testing")]
     pub fn debug_poison(&self, name: &str) -> Result<()> {
         self.model.poison(name)
     }
@@ -294,7 +296,8 @@ impl State {
     /// follows (optimizer, momentum target); without them, none.
     /// `output` receives loss, ssl_loss, linear_loss and grad.<name> for
     /// every parameter.
-    pub fn debug_gradients(&mut self, input: &PathBuf, output: &PathBuf) -> Result<()> {
+    #[cfg(feature = "testing")]
+    pub fn debug_gradients(&mut self, input: &std::path::Path, output: &std::path::Path) -> Result<()> {
         let named = Tensor::read_safetensors(input).with_context(|| format!("cannot read {}", input.display()))?;
         let device = self.model.device();
         let get = |k: &str| -> Result<Tensor> {

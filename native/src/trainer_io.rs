@@ -6,7 +6,6 @@ use crate::evaluate::{self, LinearProbe};
 use crate::trainer::State;
 use anyhow::{bail, Context, Result};
 use std::path::Path;
-use tch::Tensor;
 
 impl State {
     /// Writes every tensor needed to resume to `path`, atomically; refuses
@@ -72,13 +71,4 @@ impl State {
     pub fn knn(&self, classes: i64, k: i64, temperature: f64) -> Result<[f64; 2]> {
         evaluate::knn(&self.features[0], &self.features[1], classes, k, temperature)
     }
-}
-
-/// For the export test: eval features of `images` from a checkpoint's model.
-pub fn features_of(state: &mut State, input: &Path, output: &Path, weights: &str) -> Result<()> {
-    let named: std::collections::BTreeMap<String, Tensor> = Tensor::read_safetensors(input)?.into_iter().collect();
-    let x = named.get("images").context("input has no images")?.f_to_device(state.model.device())?;
-    let f = state.model.features(&x, weights)?;
-    Tensor::write_safetensors(&[("features".to_string(), f.f_contiguous()?)], output)?;
-    Ok(())
 }

@@ -77,8 +77,8 @@ fn batchnorm(vs: &VarStore, c: i64) -> BatchNorm {
     let init = Init::new(0, Device::Cpu);
     let bn = BatchNorm::new(&vs.root(), &init, c).unwrap();
     tch::no_grad(|| {
-        bn.weight.shallow_clone().copy_(&Tensor::linspace(0.5, 1.5, c, (Kind::Float, Device::Cpu)));
-        bn.bias.shallow_clone().copy_(&Tensor::linspace(-0.2, 0.3, c, (Kind::Float, Device::Cpu)));
+        bn.weight.as_ref().unwrap().shallow_clone().copy_(&Tensor::linspace(0.5, 1.5, c, (Kind::Float, Device::Cpu)));
+        bn.bias.as_ref().unwrap().shallow_clone().copy_(&Tensor::linspace(-0.2, 0.3, c, (Kind::Float, Device::Cpu)));
         bn.running_var.shallow_clone().copy_(&Tensor::linspace(1.0, 2.0, c, (Kind::Float, Device::Cpu)));
     });
     bn
@@ -100,9 +100,9 @@ fn sync_bn_against_plain(dims: &'static [i64]) {
     let vs = VarStore::new(Device::Cpu);
     let bn = batchnorm(&vs, dims[1]);
     let xi = x.copy().set_requires_grad(true);
-    let y = Tensor::batch_norm(&xi, Some(&bn.weight), Some(&bn.bias), Some(&bn.running_mean), Some(&bn.running_var), true, BN_MOMENTUM, BN_EPS, true);
+    let y = Tensor::batch_norm(&xi, bn.weight.as_ref(), bn.bias.as_ref(), Some(&bn.running_mean), Some(&bn.running_var), true, BN_MOMENTUM, BN_EPS, true);
     (&y * &up).sum(Kind::Float).backward();
-    let want: BnResult = (y.detach(), xi.grad(), bn.weight.grad(), bn.bias.grad(), bn.running_mean.copy(), bn.running_var.copy());
+    let want: BnResult = (y.detach(), xi.grad(), bn.weight.as_ref().unwrap().grad(), bn.bias.as_ref().unwrap().grad(), bn.running_mean.copy(), bn.running_var.copy());
 
     // Two ranks, each with half of the rows: SyncBN.
     let got = on_ranks(2, move |g| {
@@ -114,7 +114,7 @@ fn sync_bn_against_plain(dims: &'static [i64]) {
         let xi = x.copy().set_requires_grad(true);
         let y = batchnorm::synced(&bn, &xi, &g).unwrap();
         (&y * &up).sum(Kind::Float).backward();
-        (y.detach(), xi.grad(), bn.weight.grad(), bn.bias.grad(), bn.running_mean.copy(), bn.running_var.copy())
+        (y.detach(), xi.grad(), bn.weight.as_ref().unwrap().grad(), bn.bias.as_ref().unwrap().grad(), bn.running_mean.copy(), bn.running_var.copy())
     });
     let close = |a: &Tensor, b: &Tensor, what: &str| {
         let err = (a - b).abs().max().double_value(&[]);
@@ -156,7 +156,7 @@ fn per_replica_statistics_in_one_process_match_each_replica() {
     for r in 0..2 {
         let idx = Tensor::arange_start_step(r, 8, 2, (Kind::Int64, Device::Cpu));
         let alone = batchnorm(&VarStore::new(Device::Cpu), 3);
-        let want = Tensor::batch_norm(&x.index_select(0, &idx), Some(&alone.weight), Some(&alone.bias), Some(&alone.running_mean), Some(&alone.running_var), true, BN_MOMENTUM, BN_EPS, true);
+        let want = Tensor::batch_norm(&x.index_select(0, &idx), alone.weight.as_ref(), alone.bias.as_ref(), Some(&alone.running_mean), Some(&alone.running_var), true, BN_MOMENTUM, BN_EPS, true);
         assert!(y.index_select(0, &idx).equal(&want), "rows of replica {r}");
         if r == 0 {
             assert!(bn.running_mean.equal(&alone.running_mean), "running statistics are replica 0's");

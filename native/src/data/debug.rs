@@ -16,7 +16,7 @@ use tch::{Kind, Tensor};
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct Spec {
+pub struct Spec {
     #[serde(default)]
     op: String,
     #[serde(default)]
@@ -39,25 +39,15 @@ struct Spec {
     strength: f64,
 }
 
-/// Runs `what` ("crop_boxes", "augment_params", "crop_resize", "decode",
-/// "augment_op" or "apply") with the JSON `spec` on the tensors of `input`, writing `output`.
-pub fn run(what: &str, spec: &str, input: &Path, output: &Path) -> Result<()> {
+/// A piece of the pipeline: the tensor it makes for a spec and an input
+/// file (hooks.rs gives each its own symbol).
+pub type Piece = fn(&Spec, &Path) -> Result<Tensor>;
+
+/// Runs `piece` with the JSON `spec` on the input file, writing its result
+/// as the tensor `name` to `output`.
+pub fn run(piece: Piece, name: &str, spec: &str, input: &Path, output: &Path) -> Result<()> {
     let spec: Spec = serde_json::from_str(spec).context("invalid debug spec")?;
-    let out = match what {
-        "crop_boxes" => vec![("boxes", crop_boxes(&spec)?)],
-        "augment_params" => vec![("params", augment_params(&spec)?)],
-        "crop_resize" => vec![("out", crop_resize(&spec)?)],
-        "decode" => vec![("image", decode(&spec)?)],
-        "augment_op" => vec![("out", augment_op(&spec, &read(input)?)?)],
-        "apply" => {
-            let t = read(input)?;
-            let images = get(&t, "images")?.f_to_kind(Kind::Uint8)?;
-            let params = Vec::<f32>::try_from(get(&t, "params")?.f_flatten(0, -1)?)?;
-            vec![("out", augment::apply(&images, &params)?)]
-        }
-        other => bail!("unknown debug entry {other:?}"),
-    };
-    let out: Vec<(String, Tensor)> = out.into_iter().map(|(k, t)| (k.to_string(), t)).collect();
+    let out = [(name.to_string(), piece(&spec, input)?)];
     Tensor::write_safetensors(&out, output).with_context(|| format!("cannot write {}", output.display()))
 }
 
@@ -71,7 +61,7 @@ fn get<'a>(t: &'a BTreeMap<String, Tensor>, k: &str) -> Result<&'a Tensor> {
 }
 
 /// `count` boxes of RandomResizedCrop's default scale and ratio for a width × height image: [count, 4] (top, left, h, w).
-fn crop_boxes(spec: &Spec) -> Result<Tensor> {
+pub fn crop_boxes(spec: &Spec, _: &Path) -> Result<Tensor> {
     let mut rng = ChaCha8Rng::seed_from_u64(spec.seed);
     let flat: Vec<i64> = (0..spec.count)
         .flat_map(|_| {
@@ -84,7 +74,7 @@ fn crop_boxes(spec: &Spec) -> Result<Tensor> {
 
 /// `count` photometric parameter vectors drawn as the loader draws them for
 /// the reference's train transform at colour-jitter `strength`: [count, NPARAMS].
-fn augment_params(spec: &Spec) -> Result<Tensor> {
+pub fn augment_params(spec: &Spec, _: &Path) -> Result<Tensor> {
     let recipe = augment::Recipe::simclr(spec.strength);
     recipe.check()?;
     let mut rng = ChaCha8Rng::seed_from_u64(spec.seed);
@@ -97,14 +87,14 @@ fn decoded(spec: &Spec) -> Result<RgbImage> {
 }
 
 /// The file decoded like PIL's convert("RGB"): float [H, W, 3] holding 0..255.
-fn decode(spec: &Spec) -> Result<Tensor> {
+pub fn decode(spec: &Spec, _: &Path) -> Result<Tensor> {
     let img = decoded(spec)?;
     let (w, h) = img.dimensions();
     Ok(Tensor::from_slice(img.as_raw()).f_view([h as i64, w as i64, 3])?.f_to_kind(Kind::Float)?)
 }
 
 /// Each box (top, left, h, w) of the decoded file cropped and resized to size × size: float [boxes, 3, size, size].
-fn crop_resize(spec: &Spec) -> Result<Tensor> {
+pub fn crop_resize(spec: &Spec, _: &Path) -> Result<Tensor> {
     let img = decoded(spec)?;
     let plane = 3 * (spec.size as usize).pow(2);
     let mut out = vec![0u8; spec.boxes.len() * plane];
@@ -116,7 +106,8 @@ fn crop_resize(spec: &Spec) -> Result<Tensor> {
 }
 
 /// One photometric op on float images `x` [B, 3, H, W] with per-image `factor` [B].
-fn augment_op(spec: &Spec, t: &BTreeMap<String, Tensor>) -> Result<Tensor> {
+pub fn augment_op(spec: &Spec, input: &Path) -> Result<Tensor> {
+    let t = &read(input)?;
     let x = get(t, "x")?.f_to_kind(Kind::Float)?;
     let f = get(t, "factor")?.f_to_kind(Kind::Float)?;
     let f4 = f.f_view([-1, 1, 1, 1])?;
@@ -130,4 +121,13 @@ fn augment_op(spec: &Spec, t: &BTreeMap<String, Tensor>) -> Result<Tensor> {
         "solarize" => augment::solarize(&x, augment::SOLARIZE_THRESHOLD),
         other => bail!("unknown augmentation op {other:?}"),
     }
+}
+
+/// augment::apply on uint8 `images` [B, 3, H, W] with the photometric
+/// parameters `params` [B, NPARAMS] of the input file.
+pub fn apply(_: &Spec, input: &Path) -> Result<Tensor> {
+    let t = read(input)?;
+    let images = get(&t, "images")?.f_to_kind(Kind::Uint8)?;
+    let params = Vec::<f32>::try_from(get(&t, "params")?.f_flatten(0, -1)?)?;
+    augment::apply(&images, &params)
 }

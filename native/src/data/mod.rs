@@ -3,6 +3,7 @@
 //! (the built-in demo, Fashion-MNIST from its IDX files).
 pub mod buffer;
 pub mod crop;
+#[cfg(feature = "testing")]
 pub mod debug;
 pub mod decode;
 pub mod demo;
