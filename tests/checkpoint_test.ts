@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { Trainer, writeDemoDataset } from "../ffi/native.ts";
 import { readSidecar } from "../train/checkpoint.ts";
+import { type Method, methodSpec } from "../train/config.ts";
 import { readSafetensors, tensorOf, writeSafetensors } from "../train/safetensors.ts";
 import { python, runCli, runPython, tempDir, trainerConfig } from "./helpers.ts";
 
@@ -18,6 +19,7 @@ const base = [
 const RESUMED: Record<string, string[]> = {
   byol: ["--method", "byol", "--projection-size", "32"],
   mocov3: ["--method", "mocov3", "--projection-size", "32"],
+  barlowtwins: ["--method", "barlowtwins", "--projector-widths", "64-64-32"],
   vicreg: ["--method", "vicreg", "--projector-widths", "64-64-32"],
 };
 
@@ -41,7 +43,8 @@ function lastCheckpoint(modelDir: string) {
 }
 
 for (const method of Object.keys(RESUMED)) {
-  const what = method === "vicreg" ? "weights, vicreg's heads" : `weights, ${method}'s momentum target`;
+  const momentum = methodSpec(method as Method).momentumTarget;
+  const what = momentum ? `weights, ${method}'s momentum target` : `weights, ${method}'s heads`;
   Deno.test(`resume after SIGTERM continues bit-for-bit (${method}): ${what}, optimizer, Polyak and loss-scaler state`, async () => {
     using dir = tempDir();
     const data = join(dir.path, "data");
@@ -67,7 +70,7 @@ for (const method of Object.keys(RESUMED)) {
     assert.equal(a.side.step, 10);
     assert.deepEqual([b.side.epoch, b.side.batch, b.side.step], [a.side.epoch, a.side.batch, a.side.step]);
     assert.deepEqual([...b.tensors.keys()], [...a.tensors.keys()]);
-    const target = method === "vicreg" ? [] : ["model.target."];
+    const target = momentum ? ["model.target."] : [];
     for (const prefix of [...target, "model.head.", "optim.", "polyak.", "model.backbone.", "amp.scale", "amp.growth_tracker"]) {
       assert.ok([...a.tensors.keys()].some((k) => k.startsWith(prefix)), `checkpoint holds ${prefix}*`);
     }
@@ -126,12 +129,17 @@ Deno.test("a truncated or foreign checkpoint is a one-line error", async () => {
 
 /**
  * The methods exported, each with its small heads, the trainer settings that
- * rebuild its model, and the weights exported: SimCLR's and VICReg's online
- * backbone, MoCo v3's momentum encoder (--weights target).
+ * rebuild its model, and the weights exported: SimCLR's, Barlow Twins' and
+ * VICReg's online backbone, MoCo v3's momentum encoder (--weights target).
  */
 const EXPORTED: Record<string, { flags: string[]; settings: Record<string, unknown>; weights: "online" | "target" }> = {
   simclr: { flags: [], settings: { method: "simclr" }, weights: "online" },
   mocov3: { flags: ["--method", "mocov3", "--projection-size", "32"], settings: { method: "mocov3", projectionSize: 32 }, weights: "target" },
+  barlowtwins: {
+    flags: ["--method", "barlowtwins", "--projector-widths", "32-32-16"],
+    settings: { method: "barlowtwins", projectorWidths: "32-32-16" },
+    weights: "online",
+  },
   vicreg: { flags: ["--method", "vicreg", "--projector-widths", "32-32-16"], settings: { method: "vicreg", projectorWidths: "32-32-16" }, weights: "online" },
 };
 for (const [method, { flags, settings, weights }] of Object.entries(EXPORTED)) {
