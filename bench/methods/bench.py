@@ -20,7 +20,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -67,7 +66,7 @@ def main():
     path = os.path.join(out, "results.json")
     results = load(path) if os.path.exists(path) else {}
     data = os.path.join(ROOT, ".datasets", "selfsup-demo")
-    jobs = []
+    jobs, runs = [], {}
     for m in names:
         extra = [x for k, v in sets if k in flags_of(m) for x in (f"--{k}", v)]
         key = " ".join([m, *extra])
@@ -76,14 +75,13 @@ def main():
         models = os.path.join(out, m, "models")
         cmd = selfsup_cmd(["demo", "--method", m, "--epochs", str(a.epochs), "--uid", f"methods-{m}", "--no-resume",
                            "--model-dir", models, "--log-dir", os.path.join(out, m, "runs"), *extra])
-        jobs.append((key, m, models, Job(key, cmd, os.path.join(out, f"{m}.log"))))
-    for key, job in run_jobs([(k, j) for k, _, _, j in jobs], 1):
-        m, models = next((m, mo) for k, m, mo, _ in jobs if k == key)
+        runs[key] = (m, models)
+        jobs.append((key, Job(key, cmd, os.path.join(out, f"{m}.log"))))
+    scoring = argparse.Namespace(workers=a.workers, device="cpu")  # what score_selfsup reads
+    for key, job in run_jobs(jobs, 1):
+        m, models = runs[key]
         r = {"method": m, "probe_top1": probe_top1(job.log), "seconds": job.seconds, "load": os.getloadavg()[0]}
-
-        class A:  # what score_selfsup reads
-            workers, device = a.workers, "cpu"
-        r.update(score_selfsup(A, models, f"methods-{m}", data))
+        r.update(score_selfsup(scoring, models, f"methods-{m}", data))
         results[key] = r
         save(path, results)
         print(f"[methods] {key}: probe {r['probe_top1']:.2f} %, kNN {r['knn_top1']:.2f} %, linear {r['linear_top1']:.2f} % "
