@@ -15,29 +15,18 @@ import sys
 
 import torch
 import torch.nn as nn
-import torchvision
 
 import st
 from methods_reference import vicreg_loss
 from simclr_reference import losses_and_gradients
-
-
-def expander(spec):
-    """The authors' Projector(args, embedding) for `embedding-spec`."""
-    f = list(map(int, spec.split("-")))
-    layers = []
-    for i in range(len(f) - 2):
-        layers += [nn.Linear(f[i], f[i + 1]), nn.BatchNorm1d(f[i + 1]), nn.ReLU(True)]
-    layers.append(nn.Linear(f[-2], f[-1], bias=False))
-    return nn.Sequential(*layers)
+from step_reference import projector, resnet18
 
 
 class VICReg(nn.Module):
     def __init__(self, widths, classes):
         super().__init__()
-        self.backbone = torchvision.models.resnet18()
-        self.backbone.fc = nn.Identity()
-        self.head = expander(f"512-{widths}")
+        self.backbone = resnet18()
+        self.head = projector([512, *map(int, widths.split("-"))], hidden_bias=True)
         self.linear_classifier = nn.Linear(512, classes)
 
 
