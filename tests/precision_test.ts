@@ -62,11 +62,11 @@ Deno.test("CPU autocast policy (bf16 and fp16): conv/linear outputs reduced; los
 /**
  * Layers whose output selfsup keeps in fp32 where torch.autocast leaves it
  * in the reduced type: the losses' normalisations, NT-Xent's similarity
- * matrix, BYOL's regression and VICReg's covariance run with autocast suspended (amp.rs), which
+ * matrix, BYOL's regression, Barlow Twins' cross-correlation and VICReg's covariance run with autocast suspended (amp.rs), which
  * measured several times closer to fp32 (docs/BENCHMARKS.md, "Mixed
  * precision"). Everything else must match torch layer for layer.
  */
-const FP32_BY_DESIGN = new Set(["normalize", "similarity", "regression", "covariance"]);
+const FP32_BY_DESIGN = new Set(["normalize", "similarity", "regression", "cross_correlation", "covariance"]);
 
 // bf16 for each method and fp16 for SimCLR on the CPU (its fp16 kernels
 // are slow); every combination on CUDA when libtorch sees a GPU.
@@ -74,9 +74,10 @@ const TRACED: [string, string, string][] = [
   ["cpu", "simclr", "bf16"],
   ["cpu", "byol", "bf16"],
   ["cpu", "mocov3", "bf16"],
+  ["cpu", "barlowtwins", "bf16"],
   ["cpu", "vicreg", "bf16"],
   ["cpu", "simclr", "fp16"],
-  ...["simclr", "byol", "mocov3", "vicreg"].flatMap((m) => ["fp16", "bf16"].map((p): [string, string, string] => ["cuda", m, p])),
+  ...["simclr", "byol", "mocov3", "barlowtwins", "vicreg"].flatMap((m) => ["fp16", "bf16"].map((p): [string, string, string] => ["cuda", m, p])),
 ];
 for (const [device, method, precision] of TRACED) {
   Deno.test({

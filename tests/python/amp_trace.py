@@ -1,16 +1,18 @@
 """torch.autocast's dtype policy on selfsup's model, layer by layer.
 
-  amp_trace.py <simclr|byol|mocov3|vicreg> <bf16|fp16> <out.json> [cpu|cuda]
+  amp_trace.py <simclr|byol|mocov3|barlowtwins|vicreg> <bf16|fp16> <out.json> [cpu|cuda]
 
 Builds the same small model selfsup's `amp_trace` debug entry builds
 (torchvision's resnet18 without fc, the reference programs' heads, MoCo
-v3's bias-free ones or VICReg's expander, the online linear classifier),
-runs one training forward and the losses, as the reference programs (MoCo
-v3, VICReg: the authors') write them, inside torch.autocast(device, dtype),
+v3's bias-free ones, Barlow Twins' projector or VICReg's expander, the
+online linear classifier), runs one training forward and the losses, as
+the reference programs (MoCo v3, Barlow Twins, VICReg: the authors') write
+them, inside torch.autocast(device, dtype),
 and writes the dtype of every layer's output in execution order:
 {"trace": [[kind, dtype], ...]}. Kinds are selfsup's trace names: conv,
 bn, relu, maxpool, avgpool, linear (forward hooks on the modules) and
-normalize, similarity, cross_entropy, regression, covariance (the loss steps).
+normalize, similarity, cross_entropy, regression, cross_correlation,
+covariance (the loss steps).
 """
 import copy
 import json
@@ -85,12 +87,23 @@ def vicreg(z1, z2):
     return 25 * inv + terms[0] + terms[1]
 
 
-def expander(widths):
-    # The authors' Projector: Linear (bias), BN, ReLU per hidden width, then a Linear without bias.
+def barlow_twins(z1, z2, lambd=0.005):
+    # facebookresearch/barlowtwins' loss: each view standardised as its
+    # BatchNorm1d(affine=False) does, then the cross-correlation.
+    standardise = lambda z: (z - z.mean(0)) / torch.sqrt(z.var(0, unbiased=False) + 1e-5)
+    c = note("cross_correlation", standardise(z1).t() @ standardise(z2) / z1.shape[0])
+    on_diag = (torch.diagonal(c) - 1).pow(2).sum()
+    return on_diag + lambd * (c.pow(2).sum() - torch.diagonal(c).pow(2).sum())
+
+
+def expander(widths, hidden_bias=True):
+    # The authors' projectors: Linear, BN, ReLU per hidden width, then a
+    # Linear without bias; VICReg's hidden Linears have a bias, Barlow
+    # Twins' none.
     f = [512, *widths]
     layers = []
     for i in range(len(f) - 2):
-        layers += [nn.Linear(f[i], f[i + 1]), nn.BatchNorm1d(f[i + 1]), nn.ReLU(True)]
+        layers += [nn.Linear(f[i], f[i + 1], bias=hidden_bias), nn.BatchNorm1d(f[i + 1]), nn.ReLU(True)]
     return nn.Sequential(*layers, nn.Linear(f[-2], f[-1], bias=False))
 
 
@@ -99,8 +112,9 @@ def main(method, precision, out, device="cpu"):
     backbone = torchvision.models.resnet18()
     backbone.fc = nn.Identity()
     moco = method == "mocov3"
-    # selfsup's amp_trace builds VICReg with --projector-widths 32-32-16.
-    head = expander([32, 32, 16]) if method == "vicreg" else mlp(512, 32, 16, method != "byol", moco)
+    # selfsup's amp_trace builds Barlow Twins and VICReg with --projector-widths 32-32-16.
+    projected = method in ("barlowtwins", "vicreg")
+    head = expander([32, 32, 16], method == "vicreg") if projected else mlp(512, 32, 16, method != "byol", moco)
     classifier = nn.Linear(512, 4)
     predictor = mlp(16, 32, 16, False, moco) if method in ("byol", "mocov3") else None
     target = (copy.deepcopy(backbone), copy.deepcopy(head)) if predictor is not None else None
@@ -114,12 +128,12 @@ def main(method, precision, out, device="cpu"):
         if method == "simclr":
             h1, h2 = backbone(v1), backbone(v2)
             nt_xent(head(h1), head(h2))
-        elif method == "vicreg":
-            # One view after the other through backbone and expander, as the authors' forward (and selfsup's).
+        elif projected:
+            # One view after the other through backbone and projector, as the authors' forward (and selfsup's).
             h1 = backbone(v1)
             z1 = head(h1)
             h2 = backbone(v2)
-            vicreg(z1, head(h2))
+            (vicreg if method == "vicreg" else barlow_twins)(z1, head(h2))
         else:
             h1, p1 = (lambda h: (h, predictor(head(h))))(backbone(v1))
             h2, p2 = (lambda h: (h, predictor(head(h))))(backbone(v2))
