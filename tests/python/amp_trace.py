@@ -23,6 +23,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
+from step_reference import projector
+
 KINDS = {nn.Conv2d: "conv", nn.BatchNorm2d: "bn", nn.BatchNorm1d: "bn", nn.ReLU: "relu", nn.MaxPool2d: "maxpool",
          nn.AdaptiveAvgPool2d: "avgpool", nn.Linear: "linear"}
 TRACE = []
@@ -96,17 +98,6 @@ def barlow_twins(z1, z2, lambd=0.005):
     return on_diag + lambd * (c.pow(2).sum() - torch.diagonal(c).pow(2).sum())
 
 
-def expander(widths, hidden_bias=True):
-    # The authors' projectors: Linear, BN, ReLU per hidden width, then a
-    # Linear without bias; VICReg's hidden Linears have a bias, Barlow
-    # Twins' none.
-    f = [512, *widths]
-    layers = []
-    for i in range(len(f) - 2):
-        layers += [nn.Linear(f[i], f[i + 1], bias=hidden_bias), nn.BatchNorm1d(f[i + 1]), nn.ReLU(True)]
-    return nn.Sequential(*layers, nn.Linear(f[-2], f[-1], bias=False))
-
-
 def main(method, precision, out, device="cpu"):
     torch.manual_seed(1)
     backbone = torchvision.models.resnet18()
@@ -114,7 +105,7 @@ def main(method, precision, out, device="cpu"):
     moco = method == "mocov3"
     # selfsup's amp_trace builds Barlow Twins and VICReg with --projector-widths 32-32-16.
     projected = method in ("barlowtwins", "vicreg")
-    head = expander([32, 32, 16], method == "vicreg") if projected else mlp(512, 32, 16, method != "byol", moco)
+    head = projector([512, 32, 32, 16], method == "vicreg") if projected else mlp(512, 32, 16, method != "byol", moco)
     classifier = nn.Linear(512, 4)
     predictor = mlp(16, 32, 16, False, moco) if method in ("byol", "mocov3") else None
     target = (copy.deepcopy(backbone), copy.deepcopy(head)) if predictor is not None else None
