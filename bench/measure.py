@@ -109,6 +109,15 @@ def run(cmd, gpu=False, cwd=ROOT, env=None, json_line=True):
     return result
 
 
+def testing_lib(who):
+    """The library with the bench hooks (scripts/build-testing.sh builds it,
+    or finds it in a bundle); `who` names the caller in the exit message."""
+    built = subprocess.run(["sh", os.path.join(ROOT, "scripts", "build-testing.sh")], capture_output=True, text=True)
+    if built.returncode != 0:
+        sys.exit(f"{who}: no library with the bench hooks: {built.stderr.strip()}")
+    return built.stdout.strip().splitlines()[-1]
+
+
 def machine():
     """One line: CPU model, cores, memory, load average, GPU."""
     model = platform.processor() or "?"

@@ -169,8 +169,10 @@ part_pipeline() {
     "$SELFSUP_PYTHON" -u bench/epoch/bench.py --device cuda --methods simclr --train 2560 --test 256 --px 256 --size 224 \
       --arch resnet50 --small-stem no --batch 256 --workers 12 --threads 12 --data "$W/epoch-data"
   else
-    echo "no GPU: bench/epoch's CPU defaults (ResNet-18, 32 px, 512 images), SimCLR only"
-    "$SELFSUP_PYTHON" -u bench/epoch/bench.py --methods simclr --data "$W/epoch-data"
+    # bench/epoch's CPU defaults, cut to 128 images and 2 epochs (one
+    # measured) so that both sides fit the part's limit on 2 cores.
+    echo "no GPU: bench/epoch's CPU defaults (ResNet-18, 32 px) on 128 images, 2 epochs, SimCLR only"
+    "$SELFSUP_PYTHON" -u bench/epoch/bench.py --methods simclr --train 128 --test 32 --epochs 2 --data "$W/epoch-data"
   fi
   rc=$?
   rows=$(table_of "$L/$PART.log" | grep -ci selfsup)
@@ -279,7 +281,7 @@ echo "$PARTS" | while read -r name limit what; do
     *) status="FAILED ($rc)" ;;
   esac
   sed 's/\x1b\[[0-9;]*m//g' "$L/$name.log" 2>/dev/null | grep -v '^\s*$' | tail -n "${TAILN:-25}" | sed 's/^/   /'
-  res=$(cat "$L/$name.result" 2>/dev/null || echo "no result (see $O/$name.log)")
+  res=$(cat "$L/$name.result" 2>/dev/null || echo "no result (see $L/$name.log)")
   echo "   -> $status in ${secs} s: $res"
   printf '%s\t%s\t%s\t%s\n' "$name" "$status" "$secs" "$res" >>"$ROWS"
 done

@@ -98,7 +98,9 @@ def features(arch):
 
 def step_rate(a, method, precision):
     """bench/step's selfsup side for the same configuration: images per second of the step alone."""
-    cmd = [measure.DENO, "run", "-A", "--quiet", os.path.join(measure.ROOT, "bench", "step", "selfsup_step.ts"),
+    # The bench hooks are in the testing library only (ffi/symbols.ts).
+    lib = measure.testing_lib("bench/epoch")
+    cmd = ["env", f"SELFSUP_NATIVE_LIB={lib}", measure.DENO, "run", "-A", "--quiet", os.path.join(measure.ROOT, "bench", "step", "selfsup_step.ts"),
            "--method", method, "--arch", a.arch, "--batch", str(a.batch), "--size", str(a.size), "--threads", str(a.threads),
            "--device", a.device, "--precision", precision, "--channels-last",
            "--warmup", "5" if a.device == "cuda" else "2", "--steps", "30" if a.device == "cuda" else "6"]

@@ -67,10 +67,7 @@ def main():
     warmup, steps = a.warmup if a.warmup is not None else d["warmup"], a.steps or d["steps"]
     precisions = (a.precisions or d["precisions"]).split(",")
     # The bench hooks are in the testing library only (ffi/symbols.ts).
-    built = subprocess.run(["sh", os.path.join(measure.ROOT, "scripts", "build-testing.sh")], capture_output=True, text=True)
-    if built.returncode != 0:
-        sys.exit(f"bench/step: no library with the bench hooks: {built.stderr.strip()}")
-    testing_lib = built.stdout.strip().splitlines()[-1]
+    testing_lib = measure.testing_lib("bench/step")
     v = measure.versions()
     print(f"machine: {measure.machine()}")
     print(f"versions: torch {v['torch']}, torchvision {v['torchvision']}, selfsup {v['selfsup']}")
