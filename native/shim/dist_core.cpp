@@ -20,6 +20,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <limits>
 #include <memory>
 #include <vector>
@@ -37,6 +38,24 @@ struct SelfsupDdp {
 };
 
 namespace {
+
+// c10d's flight recorder (a trace of recent collectives, for debugging
+// hangs) is on by default, and in libtorch 2.11 it adds each process
+// group's status to a process-wide map outside its lock
+// (FlightRecorder::recordWithResetEnabled): two groups of one process that
+// start collectives at the same moment can corrupt that map. The cargo
+// tests run two ranks as threads of one process and crashed there (SIGSEGV
+// in std::_Rb_tree_insert_and_rebalance under ProcessGroupGloo::enqueue,
+// about once in 60 runs under load). selfsup never dumps the trace, which
+// also costs a stack capture per collective, so it is off unless the user
+// sets its size. Done when the library loads, before selfsup starts any
+// thread of its own.
+[[maybe_unused]] const bool kFlightRecorderOff = [] {
+  if (std::getenv("TORCH_FR_BUFFER_SIZE") == nullptr && std::getenv("TORCH_NCCL_TRACE_BUFFER_SIZE") == nullptr) {
+    setenv("TORCH_FR_BUFFER_SIZE", "0", 0);
+  }
+  return true;
+}();
 
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
