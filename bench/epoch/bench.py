@@ -96,10 +96,9 @@ def features(arch):
     return "512" if arch in ("resnet18", "resnet34") else "2048"
 
 
-def step_rate(a, method, precision):
-    """bench/step's selfsup side for the same configuration: images per second of the step alone."""
-    # The bench hooks are in the testing library only (ffi/symbols.ts).
-    lib = measure.testing_lib("bench/epoch")
+def step_rate(a, lib, method, precision):
+    """bench/step's selfsup side for the same configuration, on `lib` (the
+    library with the bench hooks): images per second of the step alone."""
     cmd = ["env", f"SELFSUP_NATIVE_LIB={lib}", measure.DENO, "run", "-A", "--quiet", os.path.join(measure.ROOT, "bench", "step", "selfsup_step.ts"),
            "--method", method, "--arch", a.arch, "--batch", str(a.batch), "--size", str(a.size), "--threads", str(a.threads),
            "--device", a.device, "--precision", precision, "--channels-last",
@@ -152,6 +151,9 @@ def main():
         subprocess.run([sys.executable, os.path.join(HERE, "make_data.py"), a.data, "--train", str(a.train),
                         "--test", str(a.test), "--px", str(a.px)], check=True)
     warm_page_cache(a.data)
+    # The bench hooks are in the testing library only (ffi/symbols.ts): found
+    # once, before any run, so that a missing one stops the bench at once.
+    lib = measure.testing_lib("bench/epoch") if "selfsup" in sides else None
     v = measure.versions()
     print(f"machine: {measure.machine()}")
     print(f"versions: torch {v['torch']}, torchvision {v['torchvision']}, selfsup {v['selfsup']}")
@@ -173,7 +175,7 @@ def main():
                         print(f"  {method} {prec} {name} run {r + 1}: train {x['train_s']:.1f} s, process {x['wall_s']:.1f} s", flush=True)
                 rows.append((method, prec, done))
                 if "selfsup" in done:
-                    step = step_rate(a, method, prec)
+                    step = step_rate(a, lib, method, prec)
                     print(f"  {method} {prec} bench/step: {step['img_per_s']:.1f} img/s", flush=True)
                     effs.append((method, prec, done["selfsup"], step))
     print(f"after: {measure.load()}\n")
